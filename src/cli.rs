@@ -1,0 +1,119 @@
+//! The command line, in the style of the Prometheus exporters.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::{LogFormat, LogLevel};
+
+/// The default listen address. The Prometheus wiki's port list has filled
+/// the whole 9100-9999 range; 9887 is a port of that range that no widely
+/// used exporter takes.
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":9887";
+
+const VERSION_TEXT: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CRS_EXPORTER_REVISION"),
+    ")"
+);
+
+/// Exports the backups of Tencent Cloud Redis (CRS) instances to Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "crs-backup-exporter", version = VERSION_TEXT, about)]
+pub struct Cli {
+    /// Path of the YAML configuration file.
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "config.yaml"
+    )]
+    pub config_file: PathBuf,
+
+    /// Load and check the configuration and the credentials, print what is
+    /// wrong or "ok", and exit.
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+
+    #[command(flatten)]
+    pub web: WebFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Where and how metrics are served.
+#[derive(Debug, Clone, Args)]
+pub struct WebFlags {
+    /// Address to listen on; `:PORT` listens on every interface.
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDRESS",
+        default_value = DEFAULT_LISTEN_ADDRESS,
+        global = true
+    )]
+    pub listen_address: String,
+
+    /// Path under which metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        global = true,
+        value_parser = telemetry_path
+    )]
+    pub telemetry_path: String,
+}
+
+/// How the exporter logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogFlags {
+    /// Only log lines of this level and above.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    pub level: LogLevel,
+
+    /// Format of the log lines on standard error.
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run against a built-in simulator of the API: no cloud account needed.
+    Demo {
+        /// How often each simulated instance is polled.
+        #[arg(
+            long = "poll.interval",
+            value_name = "DURATION",
+            default_value = "30s",
+            value_parser = humantime::parse_duration
+        )]
+        poll_interval: std::time::Duration,
+    },
+    /// Ask a running exporter whether it is healthy; exit 0 if it answers
+    /// 200. For container health checks in images without a shell.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9887/-/healthy")]
+        url: String,
+    },
+}
+
+fn telemetry_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("{text:?} must start with /"));
+    }
+    if matches!(text, "/" | "/-/healthy" | "/-/ready") {
+        return Err(format!(
+            "{text} is taken by another page; choose another path"
+        ));
+    }
+    Ok(text.to_string())
+}

@@ -1,0 +1,426 @@
+//! The API client: signed requests within the budget, retries of passing
+//! troubles, and the paging of `DescribeInstanceBackups`.
+//!
+//! Every request, first tries, later pages and retries alike, takes a slot
+//! of its budget first (see [`crate::ratelimit`]). A throttled answer pauses
+//! the whole budget of its credential and region, not just the one poll.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Url;
+use serde::Serialize;
+
+use crate::answer::{backup_page, parse_response, AnswerError};
+use crate::backup::{BackupSummary, StatusBucket, SummaryBuilder};
+use crate::config::{ApiSettings, Instance};
+use crate::credentials::Credential;
+use crate::failure::FailureReason;
+use crate::metrics::ApiMetrics;
+use crate::ratelimit::{BudgetKey, RateLimiters};
+use crate::signing::{sign, SigningInput};
+use serde_json::{Map, Value};
+
+pub const SERVICE: &str = "redis";
+pub const API_VERSION: &str = "2018-04-12";
+pub const DESCRIBE_INSTANCE_BACKUPS: &str = "DescribeInstanceBackups";
+
+/// The content type sent and signed, byte for byte.
+const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Backups asked for per page: the API's maximum.
+pub const PAGE_LIMIT: u64 = 100;
+
+/// The largest answer read. A full page is about 100 KB; anything far
+/// larger is not an answer of this API and is not held in memory.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The first retry waits about this long; each further one twice as long.
+const RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// No retry waits longer than this.
+const RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// Why a request or a poll failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct PollError {
+    pub reason: FailureReason,
+    /// What went wrong, for the log; never holds a secret.
+    pub detail: String,
+}
+
+/// Where the credential comes from; swapped when temporary credentials are
+/// renewed, read for every request.
+#[derive(Debug)]
+pub struct CredentialCell(RwLock<Arc<Credential>>);
+
+impl CredentialCell {
+    pub fn new(credential: Credential) -> Self {
+        CredentialCell(RwLock::new(Arc::new(credential)))
+    }
+
+    pub fn get(&self) -> Arc<Credential> {
+        Arc::clone(&self.0.read().expect("no code panics holding this lock"))
+    }
+
+    pub fn set(&self, credential: Credential) {
+        *self.0.write().expect("no code panics holding this lock") = Arc::new(credential);
+    }
+}
+
+/// The body of one `DescribeInstanceBackups` request, fields in the order
+/// they are sent.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BackupsRequest<'a> {
+    instance_id: &'a str,
+    limit: u64,
+    offset: u64,
+    status: [i64; 6],
+}
+
+/// A signing, rate-limited client of the Redis API.
+pub struct ApiClient {
+    http: reqwest::Client,
+    settings: ApiSettings,
+    credentials: Arc<CredentialCell>,
+    limiters: RateLimiters,
+    metrics: ApiMetrics,
+}
+
+impl ApiClient {
+    pub fn new(
+        settings: ApiSettings,
+        credentials: Arc<CredentialCell>,
+        metrics: ApiMetrics,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .user_agent(concat!("crs-backup-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            // Building fails only when the TLS backend cannot start, which
+            // is a broken installation, not something to run on with.
+            .expect("the HTTP client starts");
+        let limiters = RateLimiters::new(settings.rate_limit);
+        ApiClient {
+            http,
+            settings,
+            credentials,
+            limiters,
+            metrics,
+        }
+    }
+
+    pub fn settings(&self) -> &ApiSettings {
+        &self.settings
+    }
+
+    /// Reads every page of an instance's backups and sums them up.
+    pub async fn poll_backups(&self, instance: &Instance) -> Result<BackupSummary, PollError> {
+        let mut builder = SummaryBuilder::default();
+        let mut offset = 0;
+        for _ in 0..self.settings.max_pages {
+            let body = serde_json::to_vec(&BackupsRequest {
+                instance_id: &instance.id,
+                limit: PAGE_LIMIT,
+                offset,
+                status: StatusBucket::REQUESTED_CODES,
+            })
+            .expect("a struct of strings and numbers serializes");
+            let answer = self
+                .call(&instance.region, DESCRIBE_INSTANCE_BACKUPS, body)
+                .await?;
+            let page = backup_page(&answer, self.settings.utc_offset).map_err(|err| {
+                let reason = FailureReason::BadAnswer;
+                PollError {
+                    reason,
+                    detail: err.to_string(),
+                }
+            })?;
+            let received = page.backups.len() as u64;
+            page.backups.iter().for_each(|backup| {
+                builder.add(backup);
+            });
+            offset += PAGE_LIMIT;
+            let is_short = received < PAGE_LIMIT;
+            if is_short || page.total_count.is_some_and(|total| offset >= total) {
+                return Ok(builder.finish());
+            }
+        }
+        tracing::warn!(
+            instance_id = %instance.id,
+            pages = self.settings.max_pages,
+            "stopped reading backups at api.max_pages; counts cover the newest pages only"
+        );
+        Ok(builder.finish())
+    }
+
+    /// Sends one request, retrying passing troubles within the budget, and
+    /// returns the opened `Response` object of the answer.
+    pub async fn call(
+        &self,
+        region: &str,
+        action: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Map<String, Value>, PollError> {
+        let mut attempt = 0;
+        loop {
+            let outcome = self.send_once(region, action, &body).await;
+            let Err(err) = outcome else { return outcome };
+            if !err.reason.is_retryable() || attempt >= self.settings.max_retries {
+                return Err(err);
+            }
+            let backoff = backoff(attempt);
+            if err.reason == FailureReason::Throttled {
+                self.budget(region, action).pause_for(backoff);
+            }
+            let attempt_number = attempt + 1;
+            tracing::warn!(region, action, attempt_number, ?backoff, cause = %err, "retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+
+    fn budget(&self, region: &str, action: &'static str) -> Arc<crate::ratelimit::RateLimiter> {
+        let key = BudgetKey {
+            secret_id: self.credentials.get().secret_id.clone(),
+            region: region.into(),
+            action,
+        };
+        self.limiters.get(&key)
+    }
+
+    async fn send_once(
+        &self,
+        region: &str,
+        action: &'static str,
+        body: &[u8],
+    ) -> Result<Map<String, Value>, PollError> {
+        let slot = self.budget(region, action).acquire().await;
+        self.metrics.observe_admission(
+            action,
+            region,
+            self.limiters.limit(),
+            slot.waited.as_secs_f64(),
+        );
+
+        let started = Instant::now();
+        let result = self.exchange(region, action, body).await;
+        // The slot goes back only now that the answer is in (see ratelimit).
+        drop(slot);
+
+        let elapsed = started.elapsed().as_secs_f64();
+        let answer = match result {
+            Ok(answer) => answer,
+            Err((err, code)) => {
+                self.metrics.observe_request(action, &code, elapsed);
+                return Err(err);
+            }
+        };
+        let opened = parse_response(&answer);
+        let code = match &opened {
+            Ok(_) => "Success".to_string(),
+            Err(AnswerError::Api { code, .. }) => bounded_code(code),
+            Err(AnswerError::Malformed(_)) => "bad_body".to_string(),
+        };
+        self.metrics.observe_request(action, &code, elapsed);
+        opened.map_err(|err| match err {
+            AnswerError::Api { code, message } => PollError {
+                reason: FailureReason::of_api_code(&code),
+                detail: format!("{code}: {message}"),
+            },
+            AnswerError::Malformed(detail) => PollError {
+                reason: FailureReason::BadAnswer,
+                detail,
+            },
+        })
+    }
+
+    /// One HTTP exchange; on failure also the `code` label it counts under.
+    async fn exchange(
+        &self,
+        region: &str,
+        action: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, (PollError, String)> {
+        let url = self.settings.endpoint_for(region);
+        let headers = self.headers(&url, region, action, body);
+        let sent = self
+            .http
+            .post(url.clone())
+            .headers(headers)
+            .body(body.to_vec())
+            .send()
+            .await;
+        let mut response = sent.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let reason = FailureReason::of_http_status(status);
+            return Err((
+                PollError {
+                    reason,
+                    detail: format!("HTTP status {status} from {url}"),
+                },
+                format!("http_{status}"),
+            ));
+        }
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                let detail = format!("answer larger than {MAX_ANSWER_BYTES} bytes");
+                return Err((
+                    PollError {
+                        reason: FailureReason::BadAnswer,
+                        detail,
+                    },
+                    "bad_body".into(),
+                ));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok(answer)
+    }
+
+    fn headers(&self, url: &Url, region: &str, action: &str, body: &[u8]) -> HeaderMap {
+        let credential = self.credentials.get();
+        let host = host_header(url);
+        let timestamp = unix_now();
+        let signature = sign(&SigningInput {
+            secret_id: &credential.secret_id,
+            secret_key: credential.secret_key.expose(),
+            service: SERVICE,
+            host: &host,
+            timestamp,
+            content_type: CONTENT_TYPE_JSON,
+            body,
+        });
+        let mut headers = HeaderMap::new();
+        let mut put = |name: &'static str, value: &str| {
+            // Values are ASCII made here or checked by the config; one that
+            // is not (a token with a newline) is left out and the API
+            // answers with an authentication error that says so.
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        put(AUTHORIZATION.as_str(), &signature.authorization);
+        put(CONTENT_TYPE.as_str(), CONTENT_TYPE_JSON);
+        put("x-tc-action", action);
+        put("x-tc-version", API_VERSION);
+        put("x-tc-timestamp", &timestamp.to_string());
+        put("x-tc-region", region);
+        if let Some(token) = &credential.token {
+            put("x-tc-token", token.expose());
+        }
+        headers
+    }
+}
+
+/// The `Host` header reqwest sends for `url`, which is what gets signed.
+pub fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Error codes come from the server; keep the label's values bounded and
+/// printable whatever it sends.
+fn bounded_code(code: &str) -> String {
+    let is_plain = code.len() <= 80 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if is_plain {
+        code.to_string()
+    } else {
+        "invalid_error_code".into()
+    }
+}
+
+fn transport_error(err: reqwest::Error) -> (PollError, String) {
+    let kind = if err.is_timeout() {
+        "transport_timeout"
+    } else if err.is_connect() {
+        "transport_connect"
+    } else {
+        "transport_other"
+    };
+    // reqwest's message names the URL, which carries no secret.
+    let detail = format!("{kind}: {err}");
+    (
+        PollError {
+            reason: FailureReason::Transport,
+            detail,
+        },
+        kind.to_string(),
+    )
+}
+
+/// How long to wait before retry number `attempt + 1`: exponential, capped,
+/// with jitter so that many instances do not retry in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = RETRY_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(RETRY_CAP);
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_carries_a_port_only_when_not_the_default() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            host_header(&url("https://redis.tencentcloudapi.com")),
+            "redis.tencentcloudapi.com"
+        );
+        assert_eq!(
+            host_header(&url("https://redis.tencentcloudapi.com:443/")),
+            "redis.tencentcloudapi.com"
+        );
+        assert_eq!(host_header(&url("http://127.0.0.1:8080")), "127.0.0.1:8080");
+        assert_eq!(host_header(&url("http://[::1]:9")), "[::1]:9");
+    }
+
+    #[test]
+    fn request_body_sends_every_status_and_the_page() {
+        let body = serde_json::to_string(&BackupsRequest {
+            instance_id: "crs-fsi00001",
+            limit: PAGE_LIMIT,
+            offset: 200,
+            status: StatusBucket::REQUESTED_CODES,
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            r#"{"InstanceId":"crs-fsi00001","Limit":100,"Offset":200,"Status":[1,2,3,4,-1,-2]}"#
+        );
+    }
+
+    #[test]
+    fn odd_error_codes_do_not_become_label_values() {
+        assert_eq!(
+            bounded_code("RequestLimitExceeded.UinLimitExceeded"),
+            "RequestLimitExceeded.UinLimitExceeded"
+        );
+        assert_eq!(bounded_code("bad code\n"), "invalid_error_code");
+        assert_eq!(bounded_code(&"A".repeat(200)), "invalid_error_code");
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        for attempt in 0..40 {
+            let wait = backoff(attempt);
+            assert!(wait <= RETRY_CAP.mul_f64(1.5), "{attempt}: {wait:?}");
+            assert!(wait >= RETRY_BASE.mul_f64(0.5), "{attempt}: {wait:?}");
+        }
+    }
+}

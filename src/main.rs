@@ -1,0 +1,129 @@
+//! The `crs-backup-exporter` binary: reads the flags and the configuration,
+//! starts logging, runs the exporter until SIGTERM or SIGINT, and exits
+//! non-zero with a message that says what to fix when it cannot start.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::watch;
+
+use crs_backup_exporter::app::{self, WebOptions};
+use crs_backup_exporter::cli::{Cli, Command};
+use crs_backup_exporter::{config, credentials, demo, logging, simulator};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log.level, cli.log.format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let outcome = runtime.block_on(dispatch(cli));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("crs-backup-exporter: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), String> {
+    let web = WebOptions {
+        listen_address: cli.web.listen_address.clone(),
+        telemetry_path: cli.web.telemetry_path.clone(),
+    };
+    match cli.command {
+        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
+        Some(Command::Demo { poll_interval }) => run_demo(web, poll_interval).await,
+        None if cli.config_check => check_config(&cli),
+        None => run_exporter(&cli, web).await,
+    }
+}
+
+fn check_config(cli: &Cli) -> Result<(), String> {
+    let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
+    let env = |key: &str| std::env::var(key).ok();
+    credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    println!("ok");
+    Ok(())
+}
+
+async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
+    let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
+    let env = |key: &str| std::env::var(key).ok();
+    let (credential, source) =
+        credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    tracing::info!(
+        file = %cli.config_file.display(),
+        instances = config.instances.len(),
+        credentials = %source,
+        secret_id = %credential.secret_id,
+        "config loaded"
+    );
+    app::run(config, credential, web, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run_demo(web: WebOptions, interval: Duration) -> Result<(), String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sim = simulator::start(demo::scenario(now), "127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the API simulator: {e}"))?;
+    tracing::info!(url = %sim.url(), "API simulator started for the demo");
+    let config = demo::config(&sim.url(), interval);
+    let env = |_: &str| None;
+    let (credential, _) =
+        credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    app::run(config, credential, web, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    match response.status().as_u16() {
+        200 => Ok(()),
+        status => Err(format!("{url} answered {status}")),
+    }
+}
+
+/// A receiver that turns true at the first SIGTERM or SIGINT.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = sender.send(true);
+    });
+    receiver
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installing a handler fails only when the runtime has no signal
+    // driver, which `enable_all` rules out.
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,247 @@
+//! The snapshot: what the latest polls found, per instance, and how the
+//! poll cycles went. The scheduler writes it; scrapes only read it, so a
+//! scrape never waits for the API.
+//!
+//! A failed poll keeps the last good figures of its instance and marks the
+//! poll as failed: "the backup is stale" and "the exporter could not look"
+//! stay two different things.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use crate::backup::BackupSummary;
+use crate::config::Instance;
+use crate::failure::FailureReason;
+
+/// What is known of one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceState {
+    pub instance: Instance,
+    /// The figures of the last successful poll.
+    pub summary: Option<BackupSummary>,
+    /// Whether the last poll worked; `None` before the first poll ended.
+    pub is_last_poll_ok: Option<bool>,
+    /// Unix seconds of the last successful poll.
+    pub last_success_at: Option<f64>,
+    /// Why the last poll failed, while it is failing.
+    pub failing_since: Option<FailureReason>,
+    /// Failed polls by reason, since the instance was configured.
+    pub errors: [u64; FailureReason::ALL.len()],
+}
+
+impl InstanceState {
+    fn new(instance: Instance) -> Self {
+        InstanceState {
+            instance,
+            summary: None,
+            is_last_poll_ok: None,
+            last_success_at: None,
+            failing_since: None,
+            errors: [0; FailureReason::ALL.len()],
+        }
+    }
+}
+
+/// How the poll cycles went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleStats {
+    pub completed: u64,
+    pub last_duration: Option<Duration>,
+}
+
+/// The shared snapshot.
+#[derive(Debug, Default)]
+pub struct SnapshotStore {
+    instances: RwLock<BTreeMap<String, InstanceState>>,
+    cycles: RwLock<CycleStats>,
+    /// Set once the first cycle has finished: `/-/ready` answers 200 then.
+    is_ready: AtomicBool,
+    /// Set while the scheduler runs: `/-/healthy` answers 200 then.
+    is_scheduler_alive: AtomicBool,
+}
+
+/// What a poll outcome changed, so that the caller logs only changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Same state as before.
+    Unchanged,
+    /// The first failure, or a failure for a new reason.
+    StartedFailing,
+    /// The first success after failures.
+    Recovered,
+}
+
+impl SnapshotStore {
+    pub fn new(instances: &[Instance]) -> Self {
+        let store = SnapshotStore::default();
+        store.set_instances(instances);
+        store
+    }
+
+    /// Replaces the instance list; kept instances keep their state, removed
+    /// ones disappear with their series.
+    pub fn set_instances(&self, instances: &[Instance]) {
+        let mut map = self
+            .instances
+            .write()
+            .expect("no code panics holding this lock");
+        let mut next = BTreeMap::new();
+        for instance in instances {
+            let state = match map.remove(&instance.id) {
+                Some(mut old) => {
+                    old.instance = instance.clone();
+                    old
+                }
+                None => InstanceState::new(instance.clone()),
+            };
+            next.insert(instance.id.clone(), state);
+        }
+        *map = next;
+    }
+
+    /// The configured instances, in ID order.
+    pub fn instances(&self) -> Vec<Instance> {
+        let map = self
+            .instances
+            .read()
+            .expect("no code panics holding this lock");
+        map.values().map(|s| s.instance.clone()).collect()
+    }
+
+    pub fn record_success(&self, id: &str, summary: BackupSummary, at: f64) -> Transition {
+        self.update(id, |state| {
+            let was_failing = state.failing_since.take().is_some();
+            state.summary = Some(summary);
+            state.is_last_poll_ok = Some(true);
+            state.last_success_at = Some(at);
+            if was_failing {
+                Transition::Recovered
+            } else {
+                Transition::Unchanged
+            }
+        })
+    }
+
+    pub fn record_failure(&self, id: &str, reason: FailureReason) -> Transition {
+        self.update(id, |state| {
+            state.is_last_poll_ok = Some(false);
+            state.errors[reason.index()] += 1;
+            let previous = state.failing_since.replace(reason);
+            if previous == Some(reason) {
+                Transition::Unchanged
+            } else {
+                Transition::StartedFailing
+            }
+        })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut InstanceState) -> Transition,
+    ) -> Transition {
+        let mut map = self
+            .instances
+            .write()
+            .expect("no code panics holding this lock");
+        // A poll of an instance removed by a reload while it ran is dropped.
+        map.get_mut(id).map_or(Transition::Unchanged, change)
+    }
+
+    /// Runs `read` over every instance's state, in ID order, under one lock.
+    pub fn with_instances<T>(&self, read: impl FnOnce(&BTreeMap<String, InstanceState>) -> T) -> T {
+        read(
+            &self
+                .instances
+                .read()
+                .expect("no code panics holding this lock"),
+        )
+    }
+
+    pub fn record_cycle(&self, duration: Duration) {
+        let mut cycles = self
+            .cycles
+            .write()
+            .expect("no code panics holding this lock");
+        cycles.completed += 1;
+        cycles.last_duration = Some(duration);
+        self.is_ready.store(true, Ordering::Release);
+    }
+
+    pub fn cycles(&self) -> CycleStats {
+        *self
+            .cycles
+            .read()
+            .expect("no code panics holding this lock")
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.is_ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_scheduler_alive(&self, is_alive: bool) {
+        self.is_scheduler_alive.store(is_alive, Ordering::Release);
+    }
+
+    pub fn is_scheduler_alive(&self) -> bool {
+        self.is_scheduler_alive.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            region: "ap-guangzhou".into(),
+            name: None,
+            labels: BTreeMap::new(),
+            max_backup_age: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn failed_poll_keeps_the_last_good_figures() {
+        let store = SnapshotStore::new(&[instance("crs-aaaaaaaa")]);
+        let mut summary = BackupSummary::default();
+        summary.locked = 3;
+        store.record_success("crs-aaaaaaaa", summary.clone(), 100.0);
+        assert_eq!(
+            store.record_failure("crs-aaaaaaaa", FailureReason::Throttled),
+            Transition::StartedFailing
+        );
+        assert_eq!(
+            store.record_failure("crs-aaaaaaaa", FailureReason::Throttled),
+            Transition::Unchanged
+        );
+        store.with_instances(|map| {
+            let state = &map["crs-aaaaaaaa"];
+            assert_eq!(state.summary.as_ref(), Some(&summary));
+            assert_eq!(state.is_last_poll_ok, Some(false));
+            assert_eq!(state.last_success_at, Some(100.0));
+            assert_eq!(state.errors[FailureReason::Throttled.index()], 2);
+        });
+        assert_eq!(
+            store.record_success("crs-aaaaaaaa", summary, 200.0),
+            Transition::Recovered
+        );
+    }
+
+    #[test]
+    fn removed_instances_disappear_and_kept_ones_keep_their_state() {
+        let store = SnapshotStore::new(&[instance("crs-aaaaaaaa"), instance("crs-bbbbbbbb")]);
+        store.record_success("crs-aaaaaaaa", BackupSummary::default(), 1.0);
+        store.set_instances(&[instance("crs-aaaaaaaa"), instance("crs-cccccccc")]);
+        let ids: Vec<_> = store.instances().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["crs-aaaaaaaa", "crs-cccccccc"]);
+        store.with_instances(|map| assert_eq!(map["crs-aaaaaaaa"].last_success_at, Some(1.0)));
+        assert_eq!(
+            store.record_failure("crs-bbbbbbbb", FailureReason::Auth),
+            Transition::Unchanged
+        );
+    }
+}
