@@ -6,7 +6,7 @@
 //! the whole budget of its credential and region, not just the one poll.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
@@ -213,8 +213,8 @@ impl ApiClient {
         drop(slot);
 
         let elapsed = started.elapsed().as_secs_f64();
-        let answer = match result {
-            Ok(answer) => answer,
+        let (answer, server_date) = match result {
+            Ok(exchanged) => exchanged,
             Err((err, code)) => {
                 self.metrics.observe_request(action, &code, elapsed);
                 return Err(err);
@@ -230,7 +230,10 @@ impl ApiClient {
         opened.map_err(|err| match err {
             AnswerError::Api { code, message } => PollError {
                 reason: FailureReason::of_api_code(&code),
-                detail: format!("{code}: {message}"),
+                detail: match clock_skew_note(&code, server_date) {
+                    Some(note) => format!("{code}: {message} ({note})"),
+                    None => format!("{code}: {message}"),
+                },
             },
             AnswerError::Malformed(detail) => PollError {
                 reason: FailureReason::BadAnswer,
@@ -245,7 +248,7 @@ impl ApiClient {
         region: &str,
         action: &str,
         body: &[u8],
-    ) -> Result<Vec<u8>, (PollError, String)> {
+    ) -> Result<(Vec<u8>, Option<SystemTime>), (PollError, String)> {
         let url = self.settings.endpoint_for(region);
         let headers = self.headers(&url, region, action, body);
         let sent = self
@@ -256,6 +259,11 @@ impl ApiClient {
             .send()
             .await;
         let mut response = sent.map_err(transport_error)?;
+        let server_date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let status = response.status().as_u16();
         if status != 200 {
             let reason = FailureReason::of_http_status(status);
@@ -281,7 +289,7 @@ impl ApiClient {
             }
             answer.extend_from_slice(&chunk);
         }
-        Ok(answer)
+        Ok((answer, server_date))
     }
 
     fn headers(&self, url: &Url, region: &str, action: &str, body: &[u8]) -> HeaderMap {
@@ -326,6 +334,24 @@ pub fn host_header(url: &Url) -> String {
         Some(port) => format!("{host}:{port}"),
         None => host.to_string(),
     }
+}
+
+/// For an expired signature, says how far the local clock is from the
+/// API's, as its `Date` header tells: the usual cause is a drifting clock.
+fn clock_skew_note(code: &str, server_date: Option<SystemTime>) -> Option<String> {
+    if code != "AuthFailure.SignatureExpire" {
+        return None;
+    }
+    let Some(server) = server_date else {
+        return Some("the local clock is probably more than 5 minutes off; sync it (NTP)".into());
+    };
+    let skew = match SystemTime::now().duration_since(server) {
+        Ok(ahead) => format!("{}s ahead of", ahead.as_secs()),
+        Err(behind) => format!("{}s behind", behind.duration().as_secs()),
+    };
+    Some(format!(
+        "the local clock is {skew} the API's; sync it (NTP)"
+    ))
 }
 
 /// Error codes come from the server; keep the label's values bounded and
@@ -413,6 +439,20 @@ mod tests {
         );
         assert_eq!(bounded_code("bad code\n"), "invalid_error_code");
         assert_eq!(bounded_code(&"A".repeat(200)), "invalid_error_code");
+    }
+
+    #[test]
+    fn expired_signature_says_how_far_the_clock_is_off() {
+        let server = SystemTime::now() - Duration::from_secs(600);
+        let note = clock_skew_note("AuthFailure.SignatureExpire", Some(server)).unwrap();
+        assert!(
+            note.starts_with("the local clock is 600s ahead of") || note.contains("601s ahead"),
+            "{note}"
+        );
+        assert_eq!(
+            clock_skew_note("AuthFailure.SignatureFailure", Some(server)),
+            None
+        );
     }
 
     #[test]

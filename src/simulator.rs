@@ -86,6 +86,8 @@ struct SimState {
     arrivals: Mutex<Vec<Arrival>>,
     /// Recent arrivals per budget, for the simulator's own limit.
     windows: Mutex<HashMap<(String, String, String), VecDeque<Instant>>>,
+    /// Error codes that instances answer with, switched on by tests.
+    instance_errors: Mutex<HashMap<String, String>>,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -99,6 +101,20 @@ impl SimulatorHandle {
     /// The URL to give the exporter as `api.endpoint`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Makes every request for `instance_id` answer with the error `code`,
+    /// or, with `None`, answer normally again.
+    pub fn set_instance_error(&self, instance_id: &str, code: Option<&str>) {
+        let mut errors = self
+            .state
+            .instance_errors
+            .lock()
+            .expect("no code panics holding this lock");
+        match code {
+            Some(code) => errors.insert(instance_id.to_string(), code.to_string()),
+            None => errors.remove(instance_id),
+        };
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -149,6 +165,7 @@ pub async fn start(scenario: Scenario, address: &str) -> std::io::Result<Simulat
         scenario,
         arrivals: Mutex::new(Vec::new()),
         windows: Mutex::new(HashMap::new()),
+        instance_errors: Mutex::new(HashMap::new()),
     });
     let (stop, mut stopped) = watch::channel(false);
     let served = Arc::clone(&state);
@@ -391,6 +408,9 @@ impl SimState {
             .get("InstanceId")
             .and_then(Value::as_str)
             .unwrap_or("");
+        if let Some(code) = self.injected_error(id) {
+            return Err(api_error(&code, "an error switched on in the simulator"));
+        }
         let limit = request
             .get("Limit")
             .map_or(Some(20), Value::as_i64)
@@ -445,6 +465,14 @@ impl SimState {
             "BackupSet"
         };
         Ok(json!({ "TotalCount": matching.len(), key: page }))
+    }
+
+    fn injected_error(&self, instance_id: &str) -> Option<String> {
+        let errors = self
+            .instance_errors
+            .lock()
+            .expect("no code panics holding this lock");
+        errors.get(instance_id).cloned()
     }
 
     fn backup_json(&self, instance: &SimInstance, backup: &SimBackup) -> Value {
