@@ -1,24 +1,33 @@
-//! Wiring: builds the parts from a checked configuration and runs them
-//! until shutdown.
+//! Wiring: builds the parts from a checked configuration, runs them until
+//! shutdown, and reloads the configuration on SIGHUP or `POST /-/reload`.
+//!
+//! A reload loads and checks the whole file (and the credentials) first and
+//! changes nothing when that fails: the old configuration stays in force, the
+//! caller gets the error, and the reload metric says so.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::client::{ApiClient, CredentialCell};
-use crate::config::Config;
-use crate::credentials::Credential;
+use crate::client::{ApiClient, CredentialCell, DESCRIBE_INSTANCE_BACKUPS};
+use crate::config::{self, Config};
+use crate::credentials::{self, Credential};
 use crate::metrics::Metrics;
-use crate::scheduler::{Scheduler, SHUTDOWN_GRACE};
-use crate::server::{self, WebState};
+use crate::scheduler::{self, Scheduler, SHUTDOWN_GRACE};
+use crate::server::{self, ReloadFn, WebState};
 use crate::snapshot::SnapshotStore;
+use crate::webconfig::{WebConfigError, WebConfigWatcher};
 
 /// Where and how metrics are served.
 #[derive(Debug, Clone)]
 pub struct WebOptions {
     pub listen_address: String,
     pub telemetry_path: String,
+    /// TLS and basic auth settings, in the exporter toolkit's format.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Why the exporter could not start.
@@ -32,16 +41,22 @@ pub enum StartError {
         address: String,
         cause: std::io::Error,
     },
+    #[error("{0}")]
+    WebConfig(#[from] WebConfigError),
 }
 
-/// Runs the exporter until `shutdown` turns true.
+/// Runs the exporter until `shutdown` turns true. `config_file` is where a
+/// reload reads from; without one (the demo) there is nothing to reload.
 pub async fn run(
     config: Config,
     credential: Credential,
+    config_file: Option<PathBuf>,
     web: WebOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
+    let web_config = Arc::new(WebConfigWatcher::new(web.config_file.clone())?);
     let store = Arc::new(SnapshotStore::new(&config.instances));
+    store.record_reload(true, unix_now_f64());
     let metrics = Arc::new(Metrics::new(Arc::clone(&store), unix_now_f64));
     let credentials = Arc::new(CredentialCell::new(credential));
     let client = Arc::new(ApiClient::new(
@@ -49,6 +64,7 @@ pub async fn run(
         credentials,
         metrics.api.clone(),
     ));
+    show_budgets(&metrics, &config);
 
     let listener = server::bind(&web.listen_address)
         .await
@@ -63,22 +79,49 @@ pub async fn run(
     tracing::info!(
         %address,
         telemetry_path = %web.telemetry_path,
+        tls = web_config.current().tls.is_some(),
+        basic_auth = web_config.current().is_auth_required(),
         instances = config.instances.len(),
         interval = ?config.poll_interval,
         rate_limit = config.api.rate_limit,
         "listening"
     );
 
+    let (interval, interval_changes) = watch::channel(config.poll_interval);
+    let reloader = config_file.map(|file| {
+        let parts = (
+            Arc::clone(&client),
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        );
+        Arc::new(Reloader {
+            file,
+            client: parts.0,
+            store: parts.1,
+            metrics: parts.2,
+            interval,
+        })
+    });
+    spawn_hangup_handler(reloader.clone(), shutdown.clone());
+
     let scheduler = Scheduler {
         client,
         store: Arc::clone(&store),
-        interval: config.poll_interval,
+        interval: interval_changes,
     };
     let polling = tokio::spawn(scheduler.run(shutdown.clone()));
+    let reload = reloader.map(|reloader| -> ReloadFn {
+        Arc::new(move || {
+            let reloader = Arc::clone(&reloader);
+            Box::pin(async move { reloader.reload().await })
+        })
+    });
     let state = Arc::new(WebState {
         metrics,
         store,
         telemetry_path: web.telemetry_path,
+        web: web_config,
+        reload,
     });
     server::serve(listener, state, shutdown).await;
 
@@ -88,6 +131,102 @@ pub async fn run(
         tracing::warn!("the scheduler did not stop in time");
     }
     Ok(())
+}
+
+/// Shows each region's budget from the start, not only after a request.
+fn show_budgets(metrics: &Metrics, config: &Config) {
+    let regions: HashSet<&str> = config.instances.iter().map(|i| i.region.as_str()).collect();
+    for region in regions {
+        metrics
+            .api
+            .set_budget(DESCRIBE_INSTANCE_BACKUPS, region, config.api.rate_limit);
+    }
+}
+
+/// Reads the configuration file again and puts it in force.
+struct Reloader {
+    file: PathBuf,
+    client: Arc<ApiClient>,
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    interval: watch::Sender<Duration>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<String, String> {
+        let outcome = self.try_reload();
+        self.store.record_reload(outcome.is_ok(), unix_now_f64());
+        match &outcome {
+            Ok(summary) => tracing::info!(file = %self.file.display(), %summary, "config reloaded"),
+            Err(cause) => tracing::error!(%cause, "config not reloaded; the previous one stays"),
+        }
+        outcome
+    }
+
+    fn try_reload(&self) -> Result<String, String> {
+        let config = config::load(&self.file).map_err(|e| e.to_string())?;
+        let env = |key: &str| std::env::var(key).ok();
+        let (credential, _) =
+            credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+
+        let before: HashSet<String> = self.store.instances().into_iter().map(|i| i.id).collect();
+        let after: HashSet<&str> = config.instances.iter().map(|i| i.id.as_str()).collect();
+        self.client.update(config.api.clone(), credential);
+        self.store.set_instances(&config.instances);
+        self.interval.send_replace(config.poll_interval);
+        show_budgets(&self.metrics, &config);
+
+        // New instances are polled now rather than at the next cycle.
+        let added: Vec<_> = config
+            .instances
+            .iter()
+            .filter(|i| !before.contains(&i.id))
+            .cloned()
+            .collect();
+        for instance in &added {
+            let (client, store, instance) = (
+                Arc::clone(&self.client),
+                Arc::clone(&self.store),
+                instance.clone(),
+            );
+            tokio::spawn(async move { scheduler::poll(&client, &store, &instance).await });
+        }
+        let removed = before
+            .iter()
+            .filter(|id| !after.contains(id.as_str()))
+            .count();
+        Ok(format!(
+            "config reloaded: {} instances, {} added, {removed} removed",
+            config.instances.len(),
+            added.len()
+        ))
+    }
+}
+
+/// SIGHUP reloads the configuration; without a file to reload from it is
+/// logged and ignored rather than ending the process.
+fn spawn_hangup_handler(reloader: Option<Arc<Reloader>>, mut shutdown: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installing a handler fails only without a signal driver, which the
+        // runtime always has here.
+        let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = shutdown.changed() => return,
+            }
+            match &reloader {
+                Some(reloader) => {
+                    let _ = reloader.reload().await;
+                }
+                None => tracing::warn!("SIGHUP ignored: the demo has no config file to reload"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (reloader, shutdown);
 }
 
 /// Unix time with fractions, for the metrics.

@@ -57,6 +57,11 @@ pub struct WebFlags {
     )]
     pub listen_address: String,
 
+    /// File with TLS and basic auth settings, in the format of the
+    /// Prometheus exporter toolkit; re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "PATH", global = true)]
+    pub web_config_file: Option<PathBuf>,
+
     /// Path under which metrics are served.
     #[arg(
         long = "web.telemetry-path",
@@ -103,6 +108,10 @@ pub enum Command {
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9887/-/healthy")]
         url: String,
+        /// Accept any certificate: for checking an exporter with TLS on
+        /// 127.0.0.1, whose certificate names another host.
+        #[arg(long = "tls.insecure-skip-verify")]
+        insecure: bool,
     },
 }
 
@@ -110,7 +119,7 @@ fn telemetry_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         return Err(format!("{text:?} must start with /"));
     }
-    if matches!(text, "/" | "/-/healthy" | "/-/ready") {
+    if matches!(text, "/" | "/-/healthy" | "/-/ready" | "/-/reload") {
         return Err(format!(
             "{text} is taken by another page; choose another path"
         ));

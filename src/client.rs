@@ -83,8 +83,9 @@ struct BackupsRequest<'a> {
 
 /// A signing, rate-limited client of the Redis API.
 pub struct ApiClient {
-    http: reqwest::Client,
-    settings: ApiSettings,
+    /// Swapped whole on reload: requests under way keep what they started with.
+    http: RwLock<reqwest::Client>,
+    settings: RwLock<Arc<ApiSettings>>,
     credentials: Arc<CredentialCell>,
     limiters: RateLimiters,
     metrics: ApiMetrics,
@@ -96,15 +97,9 @@ impl ApiClient {
         credentials: Arc<CredentialCell>,
         metrics: ApiMetrics,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .user_agent(concat!("crs-backup-exporter/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // Building fails only when the TLS backend cannot start, which
-            // is a broken installation, not something to run on with.
-            .expect("the HTTP client starts");
+        let http = RwLock::new(http_client(settings.timeout));
         let limiters = RateLimiters::new(settings.rate_limit);
+        let settings = RwLock::new(Arc::new(settings));
         ApiClient {
             http,
             settings,
@@ -114,15 +109,37 @@ impl ApiClient {
         }
     }
 
-    pub fn settings(&self) -> &ApiSettings {
-        &self.settings
+    /// The settings requests start with now.
+    pub fn settings(&self) -> Arc<ApiSettings> {
+        Arc::clone(
+            &self
+                .settings
+                .read()
+                .expect("no code panics holding this lock"),
+        )
+    }
+
+    /// Takes new settings and credentials, as a reload brings them.
+    pub fn update(&self, settings: ApiSettings, credential: Credential) {
+        if settings.timeout != self.settings().timeout {
+            *self.http.write().expect("no code panics holding this lock") =
+                http_client(settings.timeout);
+        }
+        self.limiters
+            .set_limit(settings.rate_limit, settings.timeout);
+        *self
+            .settings
+            .write()
+            .expect("no code panics holding this lock") = Arc::new(settings);
+        self.credentials.set(credential);
     }
 
     /// Reads every page of an instance's backups and sums them up.
     pub async fn poll_backups(&self, instance: &Instance) -> Result<BackupSummary, PollError> {
+        let settings = self.settings();
         let mut builder = SummaryBuilder::default();
         let mut offset = 0;
-        for _ in 0..self.settings.max_pages {
+        for _ in 0..settings.max_pages {
             let body = serde_json::to_vec(&BackupsRequest {
                 instance_id: &instance.id,
                 limit: PAGE_LIMIT,
@@ -133,7 +150,7 @@ impl ApiClient {
             let answer = self
                 .call(&instance.region, DESCRIBE_INSTANCE_BACKUPS, body)
                 .await?;
-            let page = backup_page(&answer, self.settings.utc_offset).map_err(|err| {
+            let page = backup_page(&answer, settings.utc_offset).map_err(|err| {
                 let reason = FailureReason::BadAnswer;
                 PollError {
                     reason,
@@ -152,7 +169,7 @@ impl ApiClient {
         }
         tracing::warn!(
             instance_id = %instance.id,
-            pages = self.settings.max_pages,
+            pages = settings.max_pages,
             "stopped reading backups at api.max_pages; counts cover the newest pages only"
         );
         Ok(builder.finish())
@@ -170,7 +187,7 @@ impl ApiClient {
         loop {
             let outcome = self.send_once(region, action, &body).await;
             let Err(err) = outcome else { return outcome };
-            if !err.reason.is_retryable() || attempt >= self.settings.max_retries {
+            if !err.reason.is_retryable() || attempt >= self.settings().max_retries {
                 return Err(err);
             }
             let backoff = backoff(attempt);
@@ -249,10 +266,14 @@ impl ApiClient {
         action: &str,
         body: &[u8],
     ) -> Result<(Vec<u8>, Option<SystemTime>), (PollError, String)> {
-        let url = self.settings.endpoint_for(region);
-        let headers = self.headers(&url, region, action, body);
-        let sent = self
+        let url = self.settings().endpoint_for(region);
+        let http = self
             .http
+            .read()
+            .expect("no code panics holding this lock")
+            .clone();
+        let headers = self.headers(&url, region, action, body);
+        let sent = http
             .post(url.clone())
             .headers(headers)
             .body(body.to_vec())
@@ -325,6 +346,17 @@ impl ApiClient {
         }
         headers
     }
+}
+
+fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("crs-backup-exporter/", env!("CARGO_PKG_VERSION")))
+        .build()
+        // Building fails only when the TLS backend cannot start, which is a
+        // broken installation, not something to run on with.
+        .expect("the HTTP client starts")
 }
 
 /// The `Host` header reqwest sends for `url`, which is what gets signed.

@@ -15,6 +15,7 @@
 //! - [`snapshot`] keeps what the latest polls found;
 //! - [`metrics`] turns the snapshot into Prometheus metrics;
 //! - [`server`] serves `/metrics` and the health endpoints;
+//! - [`webconfig`] reads TLS and basic auth settings, and watches them;
 //! - [`app`] wires the parts together;
 //! - [`simulator`] and [`demo`] stand in for the API on 127.0.0.1.
 
@@ -35,3 +36,4 @@ pub mod server;
 pub mod signing;
 pub mod simulator;
 pub mod snapshot;
+pub mod webconfig;

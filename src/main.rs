@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crs_backup_exporter::app::{self, WebOptions};
 use crs_backup_exporter::cli::{Cli, Command};
-use crs_backup_exporter::{config, credentials, demo, logging, simulator};
+use crs_backup_exporter::{config, credentials, demo, logging, simulator, webconfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,9 +34,10 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
     let web = WebOptions {
         listen_address: cli.web.listen_address.clone(),
         telemetry_path: cli.web.telemetry_path.clone(),
+        config_file: cli.web.web_config_file.clone(),
     };
     match cli.command {
-        Some(Command::Healthcheck { url }) => healthcheck(&url).await,
+        Some(Command::Healthcheck { url, insecure }) => healthcheck(&url, insecure).await,
         Some(Command::Demo { poll_interval }) => run_demo(web, poll_interval).await,
         None if cli.config_check => check_config(&cli),
         None => run_exporter(&cli, web).await,
@@ -47,6 +48,9 @@ fn check_config(cli: &Cli) -> Result<(), String> {
     let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
     let env = |key: &str| std::env::var(key).ok();
     credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    if let Some(web_config) = &cli.web.web_config_file {
+        webconfig::load(web_config).map_err(|e| e.to_string())?;
+    }
     println!("ok");
     Ok(())
 }
@@ -63,7 +67,8 @@ async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
         secret_id = %credential.secret_id,
         "config loaded"
     );
-    app::run(config, credential, web, shutdown_signal())
+    let file = Some(cli.config_file.clone());
+    app::run(config, credential, file, web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
@@ -78,14 +83,15 @@ async fn run_demo(web: WebOptions, interval: Duration) -> Result<(), String> {
     let env = |_: &str| None;
     let (credential, _) =
         credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
-    app::run(config, credential, web, shutdown_signal())
+    app::run(config, credential, None, web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn healthcheck(url: &str) -> Result<(), String> {
+async fn healthcheck(url: &str, insecure: bool) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        .danger_accept_invalid_certs(insecure)
         .build()
         .map_err(|e| format!("cannot start an HTTP client: {e}"))?;
     let response = client

@@ -93,6 +93,13 @@ impl ApiMetrics {
         self.duration.with_label_values(&[action]).observe(seconds);
     }
 
+    /// Shows a budget before its first request.
+    pub fn set_budget(&self, action: &str, region: &str, limit: u32) {
+        self.budget
+            .with_label_values(&[action, region])
+            .set(f64::from(limit));
+    }
+
     /// Counts one request let through by the limiter.
     pub fn observe_admission(&self, action: &str, region: &str, limit: u32, waited: f64) {
         self.budget
@@ -174,10 +181,12 @@ enum Family {
     CycleDuration,
     Cycles,
     Instances,
+    ReloadOk,
+    ReloadSuccessAt,
 }
 
 impl Family {
-    const ALL: [Family; 14] = [
+    const ALL: [Family; 16] = [
         Family::Backups,
         Family::BackupsLocked,
         Family::LastSuccessTimestamp,
@@ -192,6 +201,8 @@ impl Family {
         Family::CycleDuration,
         Family::Cycles,
         Family::Instances,
+        Family::ReloadOk,
+        Family::ReloadSuccessAt,
     ];
 
     fn name(self) -> &'static str {
@@ -216,6 +227,10 @@ impl Family {
             Family::CycleDuration => "tencentcloud_redis_backup_exporter_cycle_duration_seconds",
             Family::Cycles => "tencentcloud_redis_backup_exporter_cycles_total",
             Family::Instances => "tencentcloud_redis_backup_exporter_instances",
+            Family::ReloadOk => "tencentcloud_redis_backup_exporter_config_last_reload_successful",
+            Family::ReloadSuccessAt => {
+                "tencentcloud_redis_backup_exporter_config_last_reload_success_timestamp_seconds"
+            }
         }
     }
 
@@ -248,6 +263,10 @@ impl Family {
             Family::CycleDuration => "Duration of the last complete poll cycle.",
             Family::Cycles => "Poll cycles completed.",
             Family::Instances => "Instances configured for polling.",
+            Family::ReloadOk => "1 if the last load of the configuration file worked, else 0.",
+            Family::ReloadSuccessAt => {
+                "When the configuration was last loaded successfully, in Unix seconds."
+            }
         }
     }
 
@@ -310,6 +329,13 @@ impl Collector for SnapshotCollector {
         }
         families.push(Family::Cycles, vec![], cycles.completed as f64);
         families.push(Family::Instances, vec![], count as f64);
+        let reload = self.store.reload();
+        families.push(
+            Family::ReloadOk,
+            vec![],
+            if reload.is_last_ok { 1.0 } else { 0.0 },
+        );
+        families.push(Family::ReloadSuccessAt, vec![], reload.last_success_at);
         families.0
     }
 }

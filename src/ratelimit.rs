@@ -131,30 +131,61 @@ pub struct BudgetKey {
 /// Every budget of the process, made on first use.
 #[derive(Debug)]
 pub struct RateLimiters {
+    state: Mutex<Budgets>,
+}
+
+#[derive(Debug)]
+struct Budgets {
     limit: u32,
-    budgets: Mutex<HashMap<BudgetKey, Arc<RateLimiter>>>,
+    by_key: HashMap<BudgetKey, Arc<RateLimiter>>,
+    /// After the limit changed, new budgets wait until the old ones' slots
+    /// have certainly cooled down, so the two never add up in one window.
+    fresh_start: Option<Instant>,
 }
 
 impl RateLimiters {
     pub fn new(limit: u32) -> Self {
-        RateLimiters {
+        let budgets = Budgets {
             limit,
-            budgets: Mutex::new(HashMap::new()),
+            by_key: HashMap::new(),
+            fresh_start: None,
+        };
+        RateLimiters {
+            state: Mutex::new(budgets),
         }
     }
 
     pub fn limit(&self) -> u32 {
-        self.limit
+        self.state
+            .lock()
+            .expect("no code panics holding this lock")
+            .limit
+    }
+
+    /// Changes the limit of every budget. Requests under way finish on the
+    /// old budgets; new ones start one window (plus the request deadline)
+    /// after the change.
+    pub fn set_limit(&self, limit: u32, request_timeout: Duration) {
+        let mut state = self.state.lock().expect("no code panics holding this lock");
+        if state.limit == limit {
+            return;
+        }
+        state.limit = limit;
+        state.by_key.clear();
+        state.fresh_start = Some(Instant::now() + WINDOW + request_timeout);
     }
 
     pub fn get(&self, key: &BudgetKey) -> Arc<RateLimiter> {
-        let mut budgets = self
-            .budgets
-            .lock()
-            .expect("no code panics holding this lock");
-        let limiter = budgets
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(RateLimiter::new(self.limit)));
+        let mut state = self.state.lock().expect("no code panics holding this lock");
+        let (limit, fresh_start) = (state.limit, state.fresh_start);
+        let limiter = state.by_key.entry(key.clone()).or_insert_with(|| {
+            let limiter = RateLimiter::new(limit);
+            if let Some(wait) = fresh_start.and_then(|at| at.checked_duration_since(Instant::now()))
+            {
+                limiter.pause_for(wait);
+            }
+            Arc::new(limiter)
+        });
         Arc::clone(limiter)
     }
 }
@@ -240,6 +271,24 @@ mod tests {
         let slot = limiter.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(2));
         assert_eq!(slot.waited, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_limit_starts_after_the_old_slots_cooled_down() {
+        let limiters = RateLimiters::new(2);
+        let key = BudgetKey {
+            secret_id: "AKID".into(),
+            region: "r".into(),
+            action: "A",
+        };
+        let old = limiters.get(&key);
+        let _in_flight = old.acquire().await;
+        let start = Instant::now();
+        limiters.set_limit(5, Duration::from_secs(10));
+        let new = limiters.get(&key);
+        assert_eq!(new.limit(), 5);
+        let _slot = new.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(11));
     }
 
     #[test]

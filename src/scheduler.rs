@@ -24,7 +24,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct Scheduler {
     pub client: Arc<ApiClient>,
     pub store: Arc<SnapshotStore>,
-    pub interval: Duration,
+    /// The poll interval; a reload may change it.
+    pub interval: watch::Receiver<Duration>,
 }
 
 impl Scheduler {
@@ -39,9 +40,9 @@ impl Scheduler {
             }
             let took = started.elapsed();
             self.store.record_cycle(took);
-            tracing::debug!(cycle, took = ?took, "poll cycle finished");
-            if took > self.interval {
-                let interval = self.interval;
+            tracing::debug!(cycle, ?took, "poll cycle finished");
+            let interval = *self.interval.borrow();
+            if took > interval {
                 tracing::warn!(
                     ?took,
                     ?interval,
@@ -50,7 +51,7 @@ impl Scheduler {
             }
             cycle += 1;
             tokio::select! {
-                _ = tokio::time::sleep_until(started + self.interval) => {}
+                _ = tokio::time::sleep_until(started + interval) => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -63,7 +64,7 @@ impl Scheduler {
         let spacing = if cycle == 0 || instances.is_empty() {
             Duration::ZERO
         } else {
-            self.interval / instances.len() as u32
+            *self.interval.borrow() / instances.len() as u32
         };
         let mut polls = JoinSet::new();
         for (index, instance) in instances.into_iter().enumerate() {

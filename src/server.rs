@@ -2,33 +2,48 @@
 //! a small landing page. No request here ever calls the cloud API.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::snapshot::SnapshotStore;
+use crate::webconfig::{WebConfig, WebConfigWatcher};
 
 /// How long scrapes under way may take to finish after shutdown was asked.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks for the configuration to be read again; answers what happened.
+pub type ReloadFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
 /// What the handlers read.
 pub struct WebState {
     pub metrics: Arc<Metrics>,
     pub store: Arc<SnapshotStore>,
     pub telemetry_path: String,
+    /// TLS and basic auth, reloaded when its files change.
+    pub web: Arc<WebConfigWatcher>,
+    /// `None` when there is no file to reload from (the demo).
+    pub reload: Option<ReloadFn>,
 }
 
 /// Binds the listen address; `:9887` means every interface.
@@ -51,16 +66,10 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let config = state.web.current();
                     let state = Arc::clone(&state);
-                    let service = service_fn(move |req| handle(Arc::clone(&state), req, peer));
-                    let io = TokioIo::new(stream);
-                    let connection = http1::Builder::new().serve_connection(io, service);
-                    let watched = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(err) = watched.await {
-                            tracing::debug!(cause = %err, %peer, "connection ended with an error");
-                        }
-                    });
+                    let watcher = graceful.watcher();
+                    tokio::spawn(accept(stream, peer, state, config, watcher));
                 }
                 // Accept fails for one connection (for example when out of
                 // file descriptors); back off briefly and go on serving.
@@ -81,26 +90,81 @@ pub async fn serve(
     }
 }
 
+/// Runs the TLS handshake where TLS is on, then serves the connection.
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<WebState>,
+    config: Arc<WebConfig>,
+    watcher: Watcher,
+) {
+    let Some(tls) = config.tls.clone() else {
+        return serve_connection(TokioIo::new(stream), peer, state, config, watcher).await;
+    };
+    let handshake = TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => {
+            serve_connection(TokioIo::new(stream), peer, state, config, watcher).await
+        }
+        Ok(Err(err)) => tracing::debug!(cause = %err, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    state: Arc<WebState>,
+    config: Arc<WebConfig>,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(Arc::clone(&state), Arc::clone(&config), req, peer));
+    let connection = http1::Builder::new().serve_connection(io, service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(cause = %err, %peer, "connection ended with an error");
+    }
+}
+
 async fn handle(
     state: Arc<WebState>,
+    config: Arc<WebConfig>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    tracing::debug!(method = %req.method(), path = req.uri().path(), %peer, "request");
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    tracing::debug!(%method, path, %peer, "request");
+
+    // The probes stay open so that liveness and readiness checks need no
+    // credentials; they tell nothing but "up" and "ready".
+    let is_probe = matches!(path.as_str(), "/-/healthy" | "/-/ready");
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !is_probe && !config.is_authorized(authorization) {
+        let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        let challenge = HeaderValue::from_static("Basic realm=\"crs-backup-exporter\"");
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        return Ok(response);
+    }
+    if path == "/-/reload" {
+        return Ok(reload(&state, &method).await);
+    }
+    if !matches!(method, Method::GET | Method::HEAD) {
         return Ok(text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served\n",
+            "only GET and HEAD are served here\n",
         ));
     }
-    let path = req.uri().path();
     let response = if path == state.telemetry_path {
         let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
         let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
         response.headers_mut().insert(CONTENT_TYPE, kind);
         response
     } else {
-        match path {
+        match path.as_str() {
             "/-/healthy" if state.store.is_scheduler_alive() => text(StatusCode::OK, "Healthy\n"),
             "/-/healthy" => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -116,6 +180,32 @@ async fn handle(
         }
     };
     Ok(response)
+}
+
+async fn reload(state: &WebState, method: &Method) -> Response<Full<Bytes>> {
+    if *method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "reload with POST\n");
+    }
+    let Some(reload) = &state.reload else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "nothing to reload: the demo has no config file\n",
+        );
+    };
+    match reload().await {
+        Ok(summary) => owned_text(StatusCode::OK, format!("{summary}\n")),
+        Err(err) => owned_text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+    }
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -138,6 +228,7 @@ fn landing_page(telemetry_path: &str) -> Response<Full<Bytes>> {
          <li><a href=\"{path}\">{path}</a>: metrics</li>\n\
          <li><a href=\"/-/healthy\">/-/healthy</a>: 200 while the poll scheduler runs</li>\n\
          <li><a href=\"/-/ready\">/-/ready</a>: 200 once the first poll cycle finished</li>\n\
+         <li>POST /-/reload: read the configuration file again</li>\n\
          </ul>\n</body></html>\n"
     );
     let mut response = Response::new(Full::new(Bytes::from(body)));

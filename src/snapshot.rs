@@ -51,11 +51,20 @@ pub struct CycleStats {
     pub last_duration: Option<Duration>,
 }
 
+/// How the last reload of the configuration went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReloadStats {
+    pub is_last_ok: bool,
+    /// Unix seconds of the last successful load, the start-up one included.
+    pub last_success_at: f64,
+}
+
 /// The shared snapshot.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     instances: RwLock<BTreeMap<String, InstanceState>>,
     cycles: RwLock<CycleStats>,
+    reload: RwLock<ReloadStats>,
     /// Set once the first cycle has finished: `/-/ready` answers 200 then.
     is_ready: AtomicBool,
     /// Set while the scheduler runs: `/-/healthy` answers 200 then.
@@ -168,6 +177,25 @@ impl SnapshotStore {
         cycles.completed += 1;
         cycles.last_duration = Some(duration);
         self.is_ready.store(true, Ordering::Release);
+    }
+
+    /// Records a load of the configuration at `at` (Unix seconds).
+    pub fn record_reload(&self, is_ok: bool, at: f64) {
+        let mut reload = self
+            .reload
+            .write()
+            .expect("no code panics holding this lock");
+        reload.is_last_ok = is_ok;
+        if is_ok {
+            reload.last_success_at = at;
+        }
+    }
+
+    pub fn reload(&self) -> ReloadStats {
+        *self
+            .reload
+            .read()
+            .expect("no code panics holding this lock")
     }
 
     pub fn cycles(&self) -> CycleStats {

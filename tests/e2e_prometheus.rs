@@ -628,6 +628,20 @@ async fn check_alerts(prom: &Prom, received: &Received, deadline: Instant) {
         firing, expected,
         "Prometheus fires other alerts than the demo calls for"
     );
+    // The description's own queries find the failure reason and that no
+    // poll of crs-demo0005 ever worked; the reason needs two polls counted.
+    let parts = [
+        "none has succeeded since the exporter started",
+        "Most frequent failure: instance_not_found.",
+    ];
+    wait_for_description(
+        prom,
+        "CrsBackupPollFailing",
+        "crs-demo0005",
+        &parts,
+        deadline,
+    )
+    .await;
 
     let about_first = |alert: &Value| alert["labels"]["instance_id"] == "crs-demo0001";
     let pending_or_firing: Vec<Value> = prom
@@ -669,6 +683,35 @@ async fn wait_for_webhook_alert(
             Instant::now() < deadline,
             "no {alertname} notification for {instance_id} reached the webhook; got: {:?}",
             webhook_alerts(received)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until Prometheus's alert `alertname` about `instance_id` has a
+/// description containing every one of `parts`.
+async fn wait_for_description(
+    prom: &Prom,
+    alertname: &str,
+    instance_id: &str,
+    parts: &[&str],
+    deadline: Instant,
+) {
+    loop {
+        let alerts = prom.alerts().await;
+        let alert = alerts.iter().find(|alert| {
+            alert["labels"]["alertname"] == alertname
+                && alert["labels"]["instance_id"] == instance_id
+        });
+        let description = alert
+            .and_then(|alert| alert["annotations"]["description"].as_str())
+            .unwrap_or_default();
+        if parts.iter().all(|part| description.contains(part)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{alertname} for {instance_id} lacks one of {parts:?}: {description:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

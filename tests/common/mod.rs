@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crs_backup_exporter::simulator::{self, Scenario, SimulatorHandle};
+use crs_backup_exporter::simulator::{self, Scenario, SimBackup, SimInstance, SimulatorHandle};
 
 /// The binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_crs-backup-exporter");
@@ -179,6 +179,15 @@ pub fn run(args: &[&str], env: &[(&str, &str)], home: &Path) -> (ExitStatus, Str
 /// A GET over a plain socket (HTTP/1.0, so the server closes when done):
 /// status code and body. Keeps the tests free of a blocking HTTP client.
 pub fn get(url: &str) -> Option<(u16, String)> {
+    request("GET", url)
+}
+
+/// A POST without a body, as [`get`].
+pub fn post(url: &str) -> Option<(u16, String)> {
+    request("POST", url)
+}
+
+fn request(method: &str, url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = match rest.split_once('/') {
         Some((host, path)) => (host, format!("/{path}")),
@@ -188,7 +197,7 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -256,4 +265,60 @@ impl Metrics {
             .keys()
             .any(|k| k.starts_with(&format!("{name}{{")) && k.contains(id))
     }
+}
+
+/// The key pair the simple scenarios accept.
+pub const SECRET_ID: &str = "AKIDcommon0000000000000000000000000";
+pub const SECRET_KEY: &str = "common-secret-key-0a1b2c3d4e5f";
+
+/// A scenario with one fresh completed backup per instance.
+pub fn simple_scenario(instances: &[(&str, &str)]) -> Scenario {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let instances = instances
+        .iter()
+        .map(|(id, region)| SimInstance {
+            id: id.to_string(),
+            region: region.to_string(),
+            name: id.to_string(),
+            backups: vec![SimBackup {
+                id: format!("{id}-b0"),
+                start: now - 3600,
+                status: 2,
+                is_locked: false,
+                size: 1,
+                backup_type: "1".into(),
+                remark: String::new(),
+            }],
+            is_legacy: false,
+        })
+        .collect();
+    Scenario {
+        secret_id: SECRET_ID.into(),
+        secret_key: SECRET_KEY.into(),
+        token: None,
+        instances,
+        rate_limit: 20,
+        utc_offset: time::macros::offset!(+8),
+    }
+}
+
+/// Writes `config.yaml` for the simulator at `url`, watching `instances`;
+/// the secret key goes in the file `secret_key`, `secret_key` holding it.
+pub fn write_config(
+    dir: &TempDir,
+    url: &str,
+    interval: &str,
+    instances: &[(&str, &str)],
+    secret_key: &str,
+) -> PathBuf {
+    let key_file = dir.write("secret_key", secret_key);
+    let mut text = format!(
+        "api:\n  endpoint: {url}\n  max_retries: 0\npoll:\n  interval: {interval}\n\
+         credentials:\n  secret_id: {SECRET_ID}\n  secret_key_file: {}\ninstances:\n",
+        key_file.display()
+    );
+    for (id, region) in instances {
+        text.push_str(&format!("  - instance_id: {id}\n    region: {region}\n"));
+    }
+    dir.write("config.yaml", &text)
 }
