@@ -7,18 +7,19 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::client::{ApiClient, CredentialCell, DESCRIBE_INSTANCE_BACKUPS};
 use crate::config::{self, Config};
-use crate::credentials::{self, Credential};
+use crate::credentials::{self, Credential, Resolved};
 use crate::metrics::Metrics;
 use crate::scheduler::{self, Scheduler, SHUTDOWN_GRACE};
 use crate::server::{self, ReloadFn, WebState};
 use crate::snapshot::SnapshotStore;
+use crate::temporary::{self, TemporarySource};
 use crate::webconfig::{WebConfigError, WebConfigWatcher};
 
 /// Where and how metrics are served.
@@ -43,22 +44,76 @@ pub enum StartError {
     },
     #[error("{0}")]
     WebConfig(#[from] WebConfigError),
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// The credential to start with, and what renews it when it is temporary.
+async fn obtain(
+    resolved: Resolved,
+) -> Result<(Credential, Option<(TemporarySource, i64)>), String> {
+    match resolved {
+        Resolved::Keys(credential, _) => Ok((credential, None)),
+        Resolved::Temporary(source) => {
+            let http = temporary::http_client();
+            let issued = temporary::fetch(&source, &http).await.map_err(|cause| {
+                format!(
+                    "cannot get credentials from the {source}: {cause}; fix: check that the \
+                     endpoint is reachable and the role exists, or configure keys instead"
+                )
+            })?;
+            let expires_at = issued.expires_at;
+            tracing::info!(%source, expires_at, "temporary credentials obtained");
+            Ok((issued.credential, Some((source, expires_at))))
+        }
+    }
+}
+
+/// Runs the task that renews temporary credentials, one at a time.
+struct Renewer {
+    cell: Arc<CredentialCell>,
+    shutdown: watch::Receiver<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Renewer {
+    /// Stops the renewal under way, if any, and starts one for `renewal`.
+    fn start(&self, renewal: Option<(TemporarySource, i64)>) {
+        let mut task = self.task.lock().expect("no code panics holding this lock");
+        if let Some(old) = task.take() {
+            old.abort();
+        }
+        *task = renewal.map(|(source, expires_at)| {
+            let (cell, shutdown) = (Arc::clone(&self.cell), self.shutdown.clone());
+            let http = temporary::http_client();
+            tokio::spawn(temporary::keep_fresh(
+                source, http, cell, expires_at, shutdown,
+            ))
+        });
+    }
 }
 
 /// Runs the exporter until `shutdown` turns true. `config_file` is where a
 /// reload reads from; without one (the demo) there is nothing to reload.
 pub async fn run(
     config: Config,
-    credential: Credential,
+    credentials: Resolved,
     config_file: Option<PathBuf>,
     web: WebOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
     let web_config = Arc::new(WebConfigWatcher::new(web.config_file.clone())?);
+    let (credential, renewal) = obtain(credentials).await.map_err(StartError::Credentials)?;
     let store = Arc::new(SnapshotStore::new(&config.instances));
     store.record_reload(true, unix_now_f64());
     let metrics = Arc::new(Metrics::new(Arc::clone(&store), unix_now_f64));
     let credentials = Arc::new(CredentialCell::new(credential));
+    let renewer = Arc::new(Renewer {
+        cell: Arc::clone(&credentials),
+        shutdown: shutdown.clone(),
+        task: Mutex::new(None),
+    });
+    renewer.start(renewal);
     let client = Arc::new(ApiClient::new(
         config.api.clone(),
         credentials,
@@ -100,6 +155,7 @@ pub async fn run(
             store: parts.1,
             metrics: parts.2,
             interval,
+            renewer: Arc::clone(&renewer),
         })
     });
     spawn_hangup_handler(reloader.clone(), shutdown.clone());
@@ -150,11 +206,12 @@ struct Reloader {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     interval: watch::Sender<Duration>,
+    renewer: Arc<Renewer>,
 }
 
 impl Reloader {
     async fn reload(&self) -> Result<String, String> {
-        let outcome = self.try_reload();
+        let outcome = self.try_reload().await;
         self.store.record_reload(outcome.is_ok(), unix_now_f64());
         match &outcome {
             Ok(summary) => tracing::info!(file = %self.file.display(), %summary, "config reloaded"),
@@ -163,11 +220,13 @@ impl Reloader {
         outcome
     }
 
-    fn try_reload(&self) -> Result<String, String> {
+    async fn try_reload(&self) -> Result<String, String> {
         let config = config::load(&self.file).map_err(|e| e.to_string())?;
         let env = |key: &str| std::env::var(key).ok();
-        let (credential, _) =
+        let resolved =
             credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+        let (credential, renewal) = obtain(resolved).await?;
+        self.renewer.start(renewal);
 
         let before: HashSet<String> = self.store.instances().into_iter().map(|i| i.id).collect();
         let after: HashSet<&str> = config.instances.iter().map(|i| i.id.as_str()).collect();

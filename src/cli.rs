@@ -103,6 +103,31 @@ pub enum Command {
         )]
         poll_interval: std::time::Duration,
     },
+    /// Serve only the API simulator, with generated instances, and write an
+    /// exporter config that points at it: for load tests and benchmarks.
+    Simulator {
+        /// Address the simulator listens on.
+        #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:9888")]
+        listen_address: String,
+        /// How many instances to generate.
+        #[arg(long = "simulator.instances", default_value_t = 100)]
+        instances: usize,
+        /// Over how many regions they are spread.
+        #[arg(long = "simulator.regions", default_value_t = 4)]
+        regions: usize,
+        /// Backups per instance (100 fit in one page).
+        #[arg(long = "simulator.backups", default_value_t = 10)]
+        backups: usize,
+        /// The simulator's own limit, requests per second per region.
+        #[arg(long = "simulator.rate-limit", default_value_t = 20)]
+        rate_limit: u32,
+        /// Where to write the exporter config for these instances.
+        #[arg(long = "simulator.config-out", value_name = "PATH")]
+        config_out: Option<PathBuf>,
+        /// The poll interval written into that config.
+        #[arg(long = "simulator.poll-interval", default_value = "1m")]
+        poll_interval: String,
+    },
     /// Ask a running exporter whether it is healthy; exit 0 if it answers
     /// 200. For container health checks in images without a shell.
     Healthcheck {

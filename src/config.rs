@@ -85,10 +85,24 @@ pub struct RawDefaults {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredentials {
+    /// `keys` (the default), `instance_role` or `web_identity`.
+    pub source: Option<String>,
     pub secret_id: Option<String>,
     pub secret_key: Option<String>,
     pub secret_key_file: Option<PathBuf>,
     pub token: Option<String>,
+    /// Instance role: the role's name, looked up when not given.
+    pub role_name: Option<String>,
+    /// Instance role: the metadata service.
+    pub metadata_endpoint: Option<String>,
+    /// Web identity: STS, and the region sent to it.
+    pub sts_endpoint: Option<String>,
+    pub sts_region: Option<String>,
+    /// Web identity: taken from TKE_ROLE_ARN, TKE_PROVIDER_ID and
+    /// TKE_WEB_IDENTITY_TOKEN_FILE when not given.
+    pub role_arn: Option<String>,
+    pub provider_id: Option<String>,
+    pub web_identity_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -436,6 +450,18 @@ fn check_labels(
 
 fn check_credentials(raw: Option<&RawCredentials>, err: &ErrFn<'_>) -> Result<(), ConfigError> {
     let Some(raw) = raw else { return Ok(()) };
+    match raw.source.as_deref() {
+        None | Some("keys") => {}
+        Some("instance_role" | "web_identity") => return check_temporary_source(raw, err),
+        Some(other) => {
+            let fix = "use keys, instance_role or web_identity";
+            return Err(err(
+                "credentials.source",
+                format!("{other:?} is not a source"),
+                fix,
+            ));
+        }
+    }
     let has_key = raw.secret_key.is_some() || raw.secret_key_file.is_some();
     if raw.secret_key.is_some() && raw.secret_key_file.is_some() {
         let fix = "keep only one of credentials.secret_key and credentials.secret_key_file";
@@ -455,6 +481,30 @@ fn check_credentials(raw: Option<&RawCredentials>, err: &ErrFn<'_>) -> Result<()
             let problem = format!("{} cannot be read: {io}", path.display());
             let fix = "point it at the file holding the secret key";
             return Err(err("credentials.secret_key_file", problem, fix));
+        }
+    }
+    Ok(())
+}
+
+fn check_temporary_source(raw: &RawCredentials, err: &ErrFn<'_>) -> Result<(), ConfigError> {
+    let has_keys = raw.secret_id.is_some()
+        || raw.secret_key.is_some()
+        || raw.secret_key_file.is_some()
+        || raw.token.is_some();
+    if has_keys {
+        let fix = "remove secret_id, secret_key, secret_key_file and token: the source issues them";
+        return Err(err(
+            "credentials",
+            "mixes keys with a temporary source".into(),
+            fix,
+        ));
+    }
+    for (key, value) in [
+        ("credentials.metadata_endpoint", &raw.metadata_endpoint),
+        ("credentials.sts_endpoint", &raw.sts_endpoint),
+    ] {
+        if let Some(url) = value {
+            parse_endpoint(key, url, err)?;
         }
     }
     Ok(())

@@ -8,7 +8,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use reqwest::Url;
+
 use crate::config::RawCredentials;
+use crate::temporary::{TemporarySource, DEFAULT_METADATA_ENDPOINT, DEFAULT_STS_ENDPOINT};
 
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,33 +76,99 @@ pub enum CredentialError {
         "{path}: cannot read the secret key file: {cause}; fix: check the path and its permissions"
     )]
     SecretFile { path: String, cause: String },
+    #[error(
+        "web identity needs credentials.{missing}; fix: set it in the credentials block, \
+         or run in a pod with workload identity enabled"
+    )]
+    WebIdentity { missing: String },
     #[error("{path}: {problem}; fix: give it a [default] section with secret_id and secret_key")]
     Profile { path: String, problem: String },
 }
 
-/// Finds the credential, trying each source in order.
+/// What [`resolve`] found: keys to use as they are, or a source that
+/// issues temporary ones.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    Keys(Credential, CredentialSource),
+    Temporary(TemporarySource),
+}
+
+/// Finds the credential, trying each source in order: the config block,
+/// the environment, the profile file, and Kubernetes workload identity when
+/// its `TKE_*` variables are set.
 ///
 /// `env` reads an environment variable; tests pass a map instead of the
 /// process environment.
 pub fn resolve(
     configured: Option<&RawCredentials>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Credential, CredentialSource), CredentialError> {
+) -> Result<Resolved, CredentialError> {
     if let Some(raw) = configured {
-        return from_config(raw).map(|c| (c, CredentialSource::Config));
+        return match raw.source.as_deref() {
+            Some("instance_role") => Ok(Resolved::Temporary(instance_role(raw))),
+            Some("web_identity") => web_identity(raw, env).map(Resolved::Temporary),
+            _ => from_config(raw).map(|c| Resolved::Keys(c, CredentialSource::Config)),
+        };
     }
     if let Some(credential) = from_environment(env) {
-        return Ok((credential, CredentialSource::Environment));
+        return Ok(Resolved::Keys(credential, CredentialSource::Environment));
     }
     let profile = profile_path(env);
-    match profile.as_deref().filter(|p| p.exists()) {
-        Some(path) => from_profile(path).map(|c| (c, CredentialSource::ProfileFile(path.into()))),
-        None => Err(CredentialError::Missing {
-            profile: profile.map_or("~/.tencentcloud/credentials".into(), |p| {
-                p.display().to_string()
-            }),
-        }),
+    if let Some(path) = profile.as_deref().filter(|p| p.exists()) {
+        let source = CredentialSource::ProfileFile(path.into());
+        return from_profile(path).map(|c| Resolved::Keys(c, source));
     }
+    if env("TKE_ROLE_ARN").is_some() {
+        return web_identity(&RawCredentials::default(), env).map(Resolved::Temporary);
+    }
+    Err(CredentialError::Missing {
+        profile: profile.map_or("~/.tencentcloud/credentials".into(), |p| {
+            p.display().to_string()
+        }),
+    })
+}
+
+fn instance_role(raw: &RawCredentials) -> TemporarySource {
+    let endpoint = raw
+        .metadata_endpoint
+        .as_deref()
+        .unwrap_or(DEFAULT_METADATA_ENDPOINT);
+    TemporarySource::InstanceRole {
+        // Checked by the config; the default is a valid URL.
+        metadata: Url::parse(endpoint).expect("the metadata endpoint is a checked URL"),
+        role: raw.role_name.clone().filter(|r| !r.is_empty()),
+    }
+}
+
+fn web_identity(
+    raw: &RawCredentials,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TemporarySource, CredentialError> {
+    let pick = |configured: &Option<String>, variable: &str| {
+        configured
+            .clone()
+            .or_else(|| env(variable))
+            .filter(|v| !v.is_empty())
+    };
+    let missing = |what: &str| CredentialError::WebIdentity {
+        missing: what.to_string(),
+    };
+    let token_file = raw
+        .web_identity_token_file
+        .clone()
+        .or_else(|| env("TKE_WEB_IDENTITY_TOKEN_FILE").map(PathBuf::from))
+        .ok_or_else(|| missing("web_identity_token_file (or TKE_WEB_IDENTITY_TOKEN_FILE)"))?;
+    let sts = raw.sts_endpoint.as_deref().unwrap_or(DEFAULT_STS_ENDPOINT);
+    Ok(TemporarySource::WebIdentity {
+        sts: Url::parse(sts).expect("the STS endpoint is a checked URL"),
+        region: pick(&raw.sts_region, "TKE_REGION")
+            .ok_or_else(|| missing("sts_region (or TKE_REGION)"))?,
+        role_arn: pick(&raw.role_arn, "TKE_ROLE_ARN")
+            .ok_or_else(|| missing("role_arn (or TKE_ROLE_ARN)"))?,
+        provider_id: pick(&raw.provider_id, "TKE_PROVIDER_ID")
+            .ok_or_else(|| missing("provider_id (or TKE_PROVIDER_ID)"))?,
+        token_file,
+    })
 }
 
 fn from_config(raw: &RawCredentials) -> Result<Credential, CredentialError> {
@@ -184,6 +253,56 @@ mod tests {
         move |key| map.get(key).cloned()
     }
 
+    fn keys(resolved: Resolved) -> (Credential, CredentialSource) {
+        match resolved {
+            Resolved::Keys(credential, source) => (credential, source),
+            other => panic!("expected keys, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn workload_identity_comes_from_the_tke_variables() {
+        let env = env_of(&[
+            ("HOME", "/nonexistent-home"),
+            ("TKE_ROLE_ARN", "qcs::cam::uin/1:roleName/exporter"),
+            ("TKE_PROVIDER_ID", "tke-oidc"),
+            ("TKE_WEB_IDENTITY_TOKEN_FILE", "/var/run/token"),
+            ("TKE_REGION", "ap-guangzhou"),
+        ]);
+        match resolve(None, &env).unwrap() {
+            Resolved::Temporary(TemporarySource::WebIdentity {
+                role_arn,
+                region,
+                sts,
+                ..
+            }) => {
+                assert_eq!(role_arn, "qcs::cam::uin/1:roleName/exporter");
+                assert_eq!(region, "ap-guangzhou");
+                assert_eq!(sts.as_str(), "https://sts.tencentcloudapi.com/");
+            }
+            other => panic!("expected web identity, got {other:?}"),
+        }
+        let partial = env_of(&[("HOME", "/nonexistent-home"), ("TKE_ROLE_ARN", "arn")]);
+        let err = resolve(None, &partial).unwrap_err().to_string();
+        assert!(err.contains("TKE_WEB_IDENTITY_TOKEN_FILE"), "{err}");
+    }
+
+    #[test]
+    fn instance_role_is_used_only_when_configured() {
+        let raw = RawCredentials {
+            source: Some("instance_role".into()),
+            metadata_endpoint: Some("http://127.0.0.1:1".into()),
+            ..RawCredentials::default()
+        };
+        match resolve(Some(&raw), &env_of(&[])).unwrap() {
+            Resolved::Temporary(TemporarySource::InstanceRole { metadata, role }) => {
+                assert_eq!(metadata.port(), Some(1));
+                assert_eq!(role, None);
+            }
+            other => panic!("expected the instance role, got {other:?}"),
+        }
+    }
+
     #[test]
     fn secrets_never_print() {
         let credential = Credential {
@@ -207,7 +326,7 @@ mod tests {
             ("TENCENTCLOUD_SECRET_ID", "AKIDenv"),
             ("TENCENTCLOUD_SECRET_KEY", "e"),
         ]);
-        let (credential, source) = resolve(Some(&raw), &env).unwrap();
+        let (credential, source) = keys(resolve(Some(&raw), &env).unwrap());
         assert_eq!(credential.secret_id, "AKIDconfig");
         assert_eq!(source, CredentialSource::Config);
     }
@@ -219,7 +338,7 @@ mod tests {
             ("TENCENTCLOUD_SECRET_KEY", "e"),
             ("TENCENTCLOUD_TOKEN", "t"),
         ]);
-        let (credential, source) = resolve(None, &env).unwrap();
+        let (credential, source) = keys(resolve(None, &env).unwrap());
         assert_eq!(source, CredentialSource::Environment);
         assert_eq!(credential.token.as_ref().map(Secret::expose), Some("t"));
     }
@@ -235,7 +354,7 @@ mod tests {
         )
         .unwrap();
         let env = env_of(&[("TENCENTCLOUD_CREDENTIALS_FILE", path.to_str().unwrap())]);
-        let (credential, source) = resolve(None, &env).unwrap();
+        let (credential, source) = keys(resolve(None, &env).unwrap());
         assert_eq!(credential.secret_id, "AKIDprofile");
         assert_eq!(credential.secret_key.expose(), "p");
         assert_eq!(source, CredentialSource::ProfileFile(path.clone()));
@@ -264,7 +383,7 @@ mod tests {
             secret_key_file: Some(path),
             ..RawCredentials::default()
         };
-        let (credential, _) = resolve(Some(&raw), &env_of(&[])).unwrap();
+        let (credential, _) = keys(resolve(Some(&raw), &env_of(&[])).unwrap());
         assert_eq!(credential.secret_key.expose(), "s3cr3t");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,6 +5,7 @@
 //!
 //! - [`config`] reads the YAML file and the environment, and checks them;
 //! - [`credentials`] finds the API key and keeps it out of every output;
+//! - [`temporary`] renews credentials that expire (instance role, web identity);
 //! - [`signing`] computes TC3-HMAC-SHA256;
 //! - [`ratelimit`] keeps the per-second request budget, counted by arrival;
 //! - [`client`] sends signed, budgeted, retried requests and reads pages;
@@ -36,4 +37,5 @@ pub mod server;
 pub mod signing;
 pub mod simulator;
 pub mod snapshot;
+pub mod temporary;
 pub mod webconfig;

@@ -39,6 +39,24 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
     match cli.command {
         Some(Command::Healthcheck { url, insecure }) => healthcheck(&url, insecure).await,
         Some(Command::Demo { poll_interval }) => run_demo(web, poll_interval).await,
+        Some(Command::Simulator {
+            listen_address,
+            instances,
+            regions,
+            backups,
+            rate_limit,
+            config_out,
+            poll_interval,
+        }) => {
+            let scenario = simulator::Scenario::generated(
+                instances,
+                regions,
+                backups,
+                rate_limit,
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
+            run_simulator(scenario, &listen_address, config_out, &poll_interval).await
+        }
         None if cli.config_check => check_config(&cli),
         None => run_exporter(&cli, web).await,
     }
@@ -58,17 +76,22 @@ fn check_config(cli: &Cli) -> Result<(), String> {
 async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
     let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
     let env = |key: &str| std::env::var(key).ok();
-    let (credential, source) =
+    let resolved =
         credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    let source = match &resolved {
+        credentials::Resolved::Keys(credential, source) => {
+            format!("{source}, SecretId {}", credential.secret_id)
+        }
+        credentials::Resolved::Temporary(source) => source.to_string(),
+    };
     tracing::info!(
         file = %cli.config_file.display(),
         instances = config.instances.len(),
         credentials = %source,
-        secret_id = %credential.secret_id,
         "config loaded"
     );
     let file = Some(cli.config_file.clone());
-    app::run(config, credential, file, web, shutdown_signal())
+    app::run(config, resolved, file, web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
@@ -81,11 +104,33 @@ async fn run_demo(web: WebOptions, interval: Duration) -> Result<(), String> {
     tracing::info!(url = %sim.url(), "API simulator started for the demo");
     let config = demo::config(&sim.url(), interval);
     let env = |_: &str| None;
-    let (credential, _) =
+    let resolved =
         credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
-    app::run(config, credential, None, web, shutdown_signal())
+    app::run(config, resolved, None, web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn run_simulator(
+    scenario: simulator::Scenario,
+    address: &str,
+    config_out: Option<std::path::PathBuf>,
+    poll_interval: &str,
+) -> Result<(), String> {
+    let rate_limit = scenario.rate_limit;
+    let config = |url: &str| scenario.exporter_config(url, rate_limit, poll_interval);
+    let sim = simulator::start(scenario.clone(), address)
+        .await
+        .map_err(|e| format!("cannot start the simulator on {address}: {e}"))?;
+    if let Some(path) = &config_out {
+        std::fs::write(path, config(&sim.url()))
+            .map_err(|e| format!("{}: cannot write the config: {e}", path.display()))?;
+    }
+    let instances = scenario.instances.len();
+    tracing::info!(url = %sim.url(), instances, "API simulator serving");
+    let mut stop = shutdown_signal();
+    let _ = stop.changed().await;
+    Ok(())
 }
 
 async fn healthcheck(url: &str, insecure: bool) -> Result<(), String> {

@@ -71,6 +71,68 @@ pub struct Scenario {
     pub utc_offset: UtcOffset,
 }
 
+impl Scenario {
+    /// `count` instances spread over `regions` regions, each with
+    /// `backups` nightly backups, the newest an hour before `now`: for load
+    /// tests, soak runs and benchmarks. IDs are `crs-` and eight digits.
+    pub fn generated(
+        count: usize,
+        regions: usize,
+        backups: usize,
+        rate_limit: u32,
+        now: i64,
+    ) -> Self {
+        let region_names: Vec<String> = (0..regions.max(1)).map(|r| format!("ap-sim{r}")).collect();
+        let instances = (0..count)
+            .map(|n| {
+                let history = (0..backups as i64)
+                    .map(|b| SimBackup {
+                        id: format!("sim-{n}-{b}"),
+                        start: now - 3600 - b * 86_400,
+                        status: if b < 7 { 2 } else { -1 },
+                        is_locked: b == 0 && n % 10 == 0,
+                        size: 1 << 30,
+                        backup_type: "1".into(),
+                        remark: String::new(),
+                    })
+                    .collect();
+                SimInstance {
+                    id: format!("crs-{n:08}"),
+                    region: region_names[n % region_names.len()].clone(),
+                    name: format!("sim-{n}"),
+                    backups: history,
+                    is_legacy: false,
+                }
+            })
+            .collect();
+        Scenario {
+            secret_id: "AKIDsimulator000000000000000000000000".into(),
+            secret_key: format!("sim-{:016x}", fastrand::u64(..)),
+            token: None,
+            instances,
+            rate_limit,
+            utc_offset: time::macros::offset!(+8),
+        }
+    }
+
+    /// An exporter configuration that watches every instance of this
+    /// scenario through the simulator at `url`.
+    pub fn exporter_config(&self, url: &str, rate_limit: u32, interval: &str) -> String {
+        let mut text = format!(
+            "api:\n  endpoint: {url}\n  rate_limit: {rate_limit}\npoll:\n  interval: {interval}\n\
+             credentials:\n  secret_id: {}\n  secret_key: {}\ninstances:\n",
+            self.secret_id, self.secret_key
+        );
+        for instance in &self.instances {
+            text.push_str(&format!(
+                "  - instance_id: {}\n    region: {}\n",
+                instance.id, instance.region
+            ));
+        }
+        text
+    }
+}
+
 /// One request as the simulator saw it arrive.
 #[derive(Debug, Clone)]
 pub struct Arrival {
