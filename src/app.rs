@@ -16,8 +16,10 @@ use crate::client::{ApiClient, CredentialCell, DESCRIBE_INSTANCE_BACKUPS};
 use crate::config::{self, Config};
 use crate::credentials::{self, Credential, Resolved};
 use crate::metrics::Metrics;
+use crate::ratelimit::budget_fit;
 use crate::scheduler::{self, Scheduler, SHUTDOWN_GRACE};
 use crate::server::{self, ReloadFn, WebState};
+use crate::shard::Shard;
 use crate::snapshot::SnapshotStore;
 use crate::temporary::{self, TemporarySource};
 use crate::webconfig::{WebConfigError, WebConfigWatcher};
@@ -93,12 +95,20 @@ impl Renewer {
     }
 }
 
-/// Runs the exporter until `shutdown` turns true. `config_file` is where a
-/// reload reads from; without one (the demo) there is nothing to reload.
+/// Where a reload reads the configuration from, and which share of it this
+/// replica takes.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: PathBuf,
+    pub shard: Shard,
+}
+
+/// Runs the exporter until `shutdown` turns true. `source` is where a reload
+/// reads from; without one (the demo) there is nothing to reload.
 pub async fn run(
     config: Config,
     credentials: Resolved,
-    config_file: Option<PathBuf>,
+    source: Option<ConfigSource>,
     web: WebOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
@@ -120,6 +130,8 @@ pub async fn run(
         metrics.api.clone(),
     ));
     show_budgets(&metrics, &config);
+    report_budget_fit(&config);
+    store.set_interval(config.poll_interval);
 
     let listener = server::bind(&web.listen_address)
         .await
@@ -143,14 +155,14 @@ pub async fn run(
     );
 
     let (interval, interval_changes) = watch::channel(config.poll_interval);
-    let reloader = config_file.map(|file| {
+    let reloader = source.map(|source| {
         let parts = (
             Arc::clone(&client),
             Arc::clone(&store),
             Arc::clone(&metrics),
         );
         Arc::new(Reloader {
-            file,
+            source,
             client: parts.0,
             store: parts.1,
             metrics: parts.2,
@@ -189,6 +201,29 @@ pub async fn run(
     Ok(())
 }
 
+/// Says whether one poll of every instance per interval fits each region's
+/// budget, assuming one page per instance until polls tell more.
+fn report_budget_fit(config: &Config) {
+    let pages = config.instances.iter().map(|i| (i.region.as_str(), 1));
+    for fit in budget_fit(pages, config.poll_interval, config.api.rate_limit) {
+        let (region, demand, limit) = (&fit.region, fit.demand, fit.limit);
+        if fit.fits() {
+            tracing::info!(%region, demand, limit, "the poll interval fits the request budget");
+        } else {
+            tracing::warn!(
+                %region,
+                demand,
+                limit,
+                shortest_interval = ?fit.shortest_interval(),
+                keys_needed = fit.keys_needed(),
+                "the poll interval does not fit the request budget: cycles will take longer; \
+                 raise poll.interval to at least shortest_interval, or split the instances \
+                 over keys_needed API keys (replicas with keys of their own)"
+            );
+        }
+    }
+}
+
 /// Shows each region's budget from the start, not only after a request.
 fn show_budgets(metrics: &Metrics, config: &Config) {
     let regions: HashSet<&str> = config.instances.iter().map(|i| i.region.as_str()).collect();
@@ -201,7 +236,7 @@ fn show_budgets(metrics: &Metrics, config: &Config) {
 
 /// Reads the configuration file again and puts it in force.
 struct Reloader {
-    file: PathBuf,
+    source: ConfigSource,
     client: Arc<ApiClient>,
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
@@ -214,14 +249,17 @@ impl Reloader {
         let outcome = self.try_reload().await;
         self.store.record_reload(outcome.is_ok(), unix_now_f64());
         match &outcome {
-            Ok(summary) => tracing::info!(file = %self.file.display(), %summary, "config reloaded"),
+            Ok(summary) => {
+                tracing::info!(file = %self.source.file.display(), %summary, "config reloaded")
+            }
             Err(cause) => tracing::error!(%cause, "config not reloaded; the previous one stays"),
         }
         outcome
     }
 
     async fn try_reload(&self) -> Result<String, String> {
-        let config = config::load(&self.file).map_err(|e| e.to_string())?;
+        let config = config::load(&self.source.file).map_err(|e| e.to_string())?;
+        let config = self.source.shard.apply(config);
         let env = |key: &str| std::env::var(key).ok();
         let resolved =
             credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
@@ -234,6 +272,8 @@ impl Reloader {
         self.store.set_instances(&config.instances);
         self.interval.send_replace(config.poll_interval);
         show_budgets(&self.metrics, &config);
+        report_budget_fit(&config);
+        self.store.set_interval(config.poll_interval);
 
         // New instances are polled now rather than at the next cycle.
         let added: Vec<_> = config

@@ -35,6 +35,15 @@ pub struct Cli {
     #[arg(long = "config.check")]
     pub config_check: bool,
 
+    /// This replica's index among --shard.count replicas; taken from the
+    /// ordinal at the end of the host name (a StatefulSet pod) when not set.
+    #[arg(long = "shard.index", value_name = "N")]
+    pub shard_index: Option<u32>,
+
+    /// How many replicas split the instances (and the request budget).
+    #[arg(long = "shard.count", value_name = "N", default_value_t = 1)]
+    pub shard_count: u32,
+
     #[command(flatten)]
     pub web: WebFlags,
 

@@ -261,6 +261,10 @@ pub fn check(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         None => DEFAULT_MAX_BACKUP_AGE,
     };
     let instances = check_instances(&raw.instances, default_age, &err)?;
+    for (index, instance) in instances.iter().enumerate() {
+        let key = format!("instances[{index}].region");
+        check_region_exists(&key, &instance.region, &api, &err)?;
+    }
     check_credentials(raw.credentials.as_ref(), &err)?;
     Ok(Config {
         api,
@@ -408,6 +412,81 @@ fn check_region(key: &str, region: &str, err: &ErrFn<'_>) -> Result<(), ConfigEr
         problem,
         "write the region as the console shows it, such as ap-guangzhou",
     ))
+}
+
+/// Regions where TencentDB for Redis is offered. A region missing here (a
+/// new one) is accepted once `api.endpoints` names its endpoint, or when
+/// `api.endpoint` sends every region elsewhere.
+pub const KNOWN_REGIONS: [&str; 22] = [
+    "ap-guangzhou",
+    "ap-shanghai",
+    "ap-nanjing",
+    "ap-beijing",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-hongkong",
+    "ap-taipei",
+    "ap-singapore",
+    "ap-jakarta",
+    "ap-bangkok",
+    "ap-seoul",
+    "ap-tokyo",
+    "ap-mumbai",
+    "na-siliconvalley",
+    "na-ashburn",
+    "na-toronto",
+    "sa-saopaulo",
+    "eu-frankfurt",
+    "ap-shanghai-fsi",
+    "ap-shenzhen-fsi",
+    "ap-beijing-fsi",
+];
+
+fn check_region_exists(
+    key: &str,
+    region: &str,
+    api: &ApiSettings,
+    err: &ErrFn<'_>,
+) -> Result<(), ConfigError> {
+    let is_known = KNOWN_REGIONS.contains(&region)
+        || api.region_endpoints.contains_key(region)
+        || api.endpoint.is_some();
+    if is_known {
+        return Ok(());
+    }
+    let closest = KNOWN_REGIONS
+        .iter()
+        .min_by_key(|known| edit_distance(known, region));
+    let fix = format!(
+        "check the spelling{}; a region newer than this exporter works once \
+         api.endpoints.{region} names its endpoint",
+        closest
+            .map(|c| format!(" (did you mean {c}?)"))
+            .unwrap_or_default()
+    );
+    Err(err(
+        key,
+        format!("{region:?} is not a region TencentDB for Redis is known in"),
+        &fix,
+    ))
+}
+
+/// The Levenshtein distance, to suggest the region meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn check_labels(
@@ -663,6 +742,19 @@ mod tests {
         assert_eq!(err.key, "instances[0].instance_id");
         let err = error_of("instances:\n  - instance_id: crs-5a4py64p\n    region: Guangzhou\n");
         assert_eq!(err.key, "instances[0].region");
+    }
+
+    #[test]
+    fn a_region_that_does_not_exist_is_rejected_with_the_closest_one() {
+        let err = error_of("instances:\n  - instance_id: crs-5a4py64p\n    region: ap-guangzou\n");
+        assert_eq!(err.key, "instances[0].region");
+        assert!(err.fix.contains("did you mean ap-guangzhou?"), "{err}");
+        let yaml = "api:\n  endpoints:\n    ap-newcity: https://redis.ap-newcity.example\n\
+                    instances:\n  - instance_id: crs-5a4py64p\n    region: ap-newcity\n";
+        assert!(
+            parse(yaml).is_ok(),
+            "an explicit endpoint admits a new region"
+        );
     }
 
     #[test]

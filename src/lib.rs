@@ -13,6 +13,7 @@
 //! - [`backup`] sorts backups into status buckets and sums them up;
 //! - [`failure`] names why a poll failed, from a bounded set of reasons;
 //! - [`scheduler`] runs poll cycles over every instance;
+//! - [`shard`] splits instances and budget between replicas;
 //! - [`snapshot`] keeps what the latest polls found;
 //! - [`metrics`] turns the snapshot into Prometheus metrics;
 //! - [`server`] serves `/metrics` and the health endpoints;
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod scheduler;
 pub mod server;
+pub mod shard;
 pub mod signing;
 pub mod simulator;
 pub mod snapshot;

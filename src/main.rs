@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::sync::watch;
 
-use crs_backup_exporter::app::{self, WebOptions};
+use crs_backup_exporter::app::{self, ConfigSource, WebOptions};
 use crs_backup_exporter::cli::{Cli, Command};
+use crs_backup_exporter::shard::Shard;
 use crs_backup_exporter::{config, credentials, demo, logging, simulator, webconfig};
 
 fn main() -> ExitCode {
@@ -74,7 +75,21 @@ fn check_config(cli: &Cli) -> Result<(), String> {
 }
 
 async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
+    let hostname = std::env::var("HOSTNAME").ok();
+    let shard = Shard::from_flags(cli.shard_index, cli.shard_count, hostname.as_deref())?;
     let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
+    let all = config.instances.len();
+    let config = shard.apply(config);
+    if shard.count > 1 {
+        tracing::info!(
+            index = shard.index,
+            count = shard.count,
+            instances = config.instances.len(),
+            of = all,
+            rate_limit = config.api.rate_limit,
+            "this replica polls its share of the instances with its share of the budget"
+        );
+    }
     let env = |key: &str| std::env::var(key).ok();
     let resolved =
         credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
@@ -90,8 +105,11 @@ async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
         credentials = %source,
         "config loaded"
     );
-    let file = Some(cli.config_file.clone());
-    app::run(config, resolved, file, web, shutdown_signal())
+    let source = ConfigSource {
+        file: cli.config_file.clone(),
+        shard,
+    };
+    app::run(config, resolved, Some(source), web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,15 +1,14 @@
 //! The metrics: the snapshot turned into Prometheus families at scrape
 //! time, beside the exporter's own counters and the process metrics.
 //!
-//! The per-instance families are built from the snapshot by a collector
-//! rather than kept in gauge vectors, so that an instance removed from the
-//! config loses its series at once, and the age of the newest backup is
-//! computed at the moment of the scrape. The prometheus crate's registry
-//! and text encoder do the rest.
+//! The per-instance families are built from the snapshot rather than kept
+//! in gauge vectors, so that an instance removed from the config loses its
+//! series at once, and the age of the newest backup is computed at the
+//! moment of the scrape. The prometheus crate's types and text encoder do
+//! the rest.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
@@ -17,7 +16,9 @@ use prometheus::{
 };
 
 use crate::backup::StatusBucket;
+use crate::client::{DESCRIBE_INSTANCE_BACKUPS, PAGE_LIMIT};
 use crate::failure::FailureReason;
+use crate::ratelimit::budget_fit;
 use crate::snapshot::{InstanceState, SnapshotStore};
 
 /// The version and revision this binary was built from.
@@ -112,10 +113,28 @@ impl ApiMetrics {
     }
 }
 
-/// Every metric of the process, behind one registry.
+/// Every metric of the process.
+///
+/// The per-instance families grow with the number of instances and change
+/// only when a poll ends, so their text is prepared once per change and
+/// reused by every scrape until the next; only the age of the newest backup,
+/// which moves with the clock, is written per scrape. The exporter's own
+/// counters and the process metrics are few and go through the registry.
 pub struct Metrics {
     registry: Registry,
     pub api: ApiMetrics,
+    store: Arc<SnapshotStore>,
+    now: fn() -> f64,
+    prepared: Mutex<Prepared>,
+}
+
+/// The rendering of one version of the snapshot.
+#[derive(Default)]
+struct Prepared {
+    version: Option<u64>,
+    text: Vec<u8>,
+    /// The label set of each age series, and the start time it counts from.
+    ages: Vec<(String, f64)>,
 }
 
 impl Metrics {
@@ -137,34 +156,136 @@ impl Metrics {
         )?;
         build.with_label_values(&[VERSION, REVISION]).set(1.0);
         registry.register(Box::new(build))?;
-        registry.register(Box::new(SnapshotCollector::new(store, now)))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Metrics { registry, api })
+        let prepared = Mutex::new(Prepared::default());
+        Ok(Metrics {
+            registry,
+            api,
+            store,
+            now,
+            prepared,
+        })
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * 1024);
-        // Encoding into a Vec only fails for families the encoder cannot
-        // represent, which this registry never holds.
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!(cause = %err, "metrics could not be encoded");
+        let mut prepared = self
+            .prepared
+            .lock()
+            .expect("no code panics holding this lock");
+        let version = self.store.version();
+        if prepared.version != Some(version) {
+            *prepared = prepare(&self.store);
+            prepared.version = Some(version);
         }
+        let mut out = Vec::with_capacity(prepared.text.len() + prepared.ages.len() * 100 + 8192);
+        encode(&self.registry.gather(), &mut out);
+        out.extend_from_slice(&prepared.text);
+        write_ages(&mut out, &prepared.ages, (self.now)());
         out
     }
 }
 
-/// Builds the per-instance families from the snapshot at each scrape.
-struct SnapshotCollector {
-    store: Arc<SnapshotStore>,
-    now: fn() -> f64,
-    descs: Vec<Desc>,
+/// Encodes families as text. Encoding into a Vec fails only for a family
+/// without samples, and those are left out before.
+fn encode(families: &[MetricFamily], out: &mut Vec<u8>) {
+    if let Err(err) = TextEncoder::new().encode(families, out) {
+        tracing::error!(cause = %err, "metrics could not be encoded");
+    }
 }
 
-/// The families the collector builds, in the order it builds them.
+/// Renders everything the snapshot holds but the ages.
+fn prepare(store: &SnapshotStore) -> Prepared {
+    let mut families = Families::new();
+    let mut ages = Vec::new();
+    let mut pages: Vec<(String, u64)> = Vec::new();
+    let count = store.with_instances(|instances| {
+        for state in instances.values() {
+            add_instance(&mut families, state);
+            let backups = state.summary.as_ref().map_or(0, |s| s.total());
+            pages.push((
+                state.instance.region.clone(),
+                backups.div_ceil(PAGE_LIMIT).max(1),
+            ));
+            if let Some(newest) = state.summary.as_ref().and_then(|s| s.newest_completed) {
+                let labels = format!(
+                    "{{instance_id=\"{}\",region=\"{}\"}}",
+                    escape(&state.instance.id),
+                    escape(&state.instance.region)
+                );
+                ages.push((labels, newest.start_time as f64));
+            }
+        }
+        instances.len()
+    });
+    let pages = pages
+        .iter()
+        .map(|(region, count)| (region.as_str(), *count));
+    for fit in budget_fit(pages, store.interval(), 1) {
+        let labels = vec![
+            label("action", DESCRIBE_INSTANCE_BACKUPS),
+            label("region", &fit.region),
+        ];
+        families.push(Family::BudgetDemand, labels, fit.demand);
+    }
+    let cycles = store.cycles();
+    if let Some(duration) = cycles.last_duration {
+        families.push(Family::CycleDuration, vec![], duration.as_secs_f64());
+    }
+    families.push(Family::Cycles, vec![], cycles.completed as f64);
+    families.push(Family::Instances, vec![], count as f64);
+    let reload = store.reload();
+    families.push(
+        Family::ReloadOk,
+        vec![],
+        if reload.is_last_ok { 1.0 } else { 0.0 },
+    );
+    families.push(Family::ReloadSuccessAt, vec![], reload.last_success_at);
+
+    let filled: Vec<MetricFamily> = families
+        .0
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
+    let mut text = Vec::new();
+    encode(&filled, &mut text);
+    Prepared {
+        version: None,
+        text,
+        ages,
+    }
+}
+
+/// Writes the age family for `now`, from the prepared label sets.
+fn write_ages(out: &mut Vec<u8>, ages: &[(String, f64)], now: f64) {
+    if ages.is_empty() {
+        return;
+    }
+    let family = Family::LastSuccessAge;
+    let header = format!(
+        "# HELP {0} {1}\n# TYPE {0} gauge\n",
+        family.name(),
+        family.help()
+    );
+    out.extend_from_slice(header.as_bytes());
+    for (labels, start) in ages {
+        let line = format!("{}{labels} {}\n", family.name(), now - start);
+        out.extend_from_slice(line.as_bytes());
+    }
+}
+
+/// Escapes a label value for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The per-instance and cycle families, in the order they are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Backups,
@@ -183,10 +304,11 @@ enum Family {
     Instances,
     ReloadOk,
     ReloadSuccessAt,
+    BudgetDemand,
 }
 
 impl Family {
-    const ALL: [Family; 16] = [
+    const ALL: [Family; 17] = [
         Family::Backups,
         Family::BackupsLocked,
         Family::LastSuccessTimestamp,
@@ -203,6 +325,7 @@ impl Family {
         Family::Instances,
         Family::ReloadOk,
         Family::ReloadSuccessAt,
+        Family::BudgetDemand,
     ];
 
     fn name(self) -> &'static str {
@@ -230,6 +353,9 @@ impl Family {
             Family::ReloadOk => "tencentcloud_redis_backup_exporter_config_last_reload_successful",
             Family::ReloadSuccessAt => {
                 "tencentcloud_redis_backup_exporter_config_last_reload_success_timestamp_seconds"
+            }
+            Family::BudgetDemand => {
+                "tencentcloud_redis_backup_exporter_budget_demand_requests_per_second"
             }
         }
     }
@@ -267,6 +393,11 @@ impl Family {
             Family::ReloadSuccessAt => {
                 "When the configuration was last loaded successfully, in Unix seconds."
             }
+            Family::BudgetDemand => {
+                "Requests per second that polling every instance once per interval needs, \
+                 by region: pages of the last polls (one before the first) over the interval. \
+                 Above tencentcloud_redis_api_rate_limit_requests_per_second, cycles overrun."
+            }
         }
     }
 
@@ -296,52 +427,8 @@ impl Families {
     }
 }
 
-impl SnapshotCollector {
-    fn new(store: Arc<SnapshotStore>, now: fn() -> f64) -> Self {
-        let descs = Family::ALL
-            .iter()
-            .map(|f| {
-                let (name, help) = (f.name().to_string(), f.help().to_string());
-                Desc::new(name, help, vec![], Default::default()).expect("family names are valid")
-            })
-            .collect();
-        SnapshotCollector { store, now, descs }
-    }
-}
-
-impl Collector for SnapshotCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut families = Families::new();
-        let now = (self.now)();
-        let count = self.store.with_instances(|instances| {
-            for state in instances.values() {
-                add_instance(&mut families, state, now);
-            }
-            instances.len()
-        });
-        let cycles = self.store.cycles();
-        if let Some(duration) = cycles.last_duration {
-            families.push(Family::CycleDuration, vec![], duration.as_secs_f64());
-        }
-        families.push(Family::Cycles, vec![], cycles.completed as f64);
-        families.push(Family::Instances, vec![], count as f64);
-        let reload = self.store.reload();
-        families.push(
-            Family::ReloadOk,
-            vec![],
-            if reload.is_last_ok { 1.0 } else { 0.0 },
-        );
-        families.push(Family::ReloadSuccessAt, vec![], reload.last_success_at);
-        families.0
-    }
-}
-
 /// Adds one instance's series.
-fn add_instance(families: &mut Families, state: &InstanceState, now: f64) {
+fn add_instance(families: &mut Families, state: &InstanceState) {
     let instance = &state.instance;
     let base = vec![
         label("instance_id", &instance.id),
@@ -364,7 +451,6 @@ fn add_instance(families: &mut Families, state: &InstanceState, now: f64) {
         if let Some(newest) = summary.newest_completed {
             let start = newest.start_time as f64;
             families.push(Family::LastSuccessTimestamp, base.clone(), start);
-            families.push(Family::LastSuccessAge, base.clone(), now - start);
             if let Some(size) = newest.size_bytes {
                 families.push(Family::LastSuccessSize, base.clone(), size as f64);
             }

@@ -190,6 +190,58 @@ impl RateLimiters {
     }
 }
 
+/// How much of one region's budget a poll interval asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetFit {
+    pub region: String,
+    /// Requests one cycle sends: pages of every instance of the region.
+    pub requests_per_cycle: u64,
+    /// Those requests spread over the interval, per second.
+    pub demand: f64,
+    pub limit: u32,
+}
+
+impl BudgetFit {
+    pub fn fits(&self) -> bool {
+        self.demand <= f64::from(self.limit)
+    }
+
+    /// The shortest interval the budget allows for this many requests.
+    pub fn shortest_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.requests_per_cycle as f64 / f64::from(self.limit.max(1)))
+    }
+
+    /// How many keys (each with its own budget) would carry the demand.
+    pub fn keys_needed(&self) -> u64 {
+        (self.demand / f64::from(self.limit.max(1))).ceil() as u64
+    }
+}
+
+/// The budget each region needs for `pages` (region, pages of one poll)
+/// polled once per `interval`.
+pub fn budget_fit<'a>(
+    pages: impl IntoIterator<Item = (&'a str, u64)>,
+    interval: Duration,
+    limit: u32,
+) -> Vec<BudgetFit> {
+    let mut by_region: HashMap<&str, u64> = HashMap::new();
+    for (region, count) in pages {
+        *by_region.entry(region).or_default() += count.max(1);
+    }
+    let seconds = interval.as_secs_f64().max(0.001);
+    let mut fits: Vec<BudgetFit> = by_region
+        .into_iter()
+        .map(|(region, requests)| BudgetFit {
+            region: region.to_string(),
+            requests_per_cycle: requests,
+            demand: requests as f64 / seconds,
+            limit,
+        })
+        .collect();
+    fits.sort_by(|a, b| a.region.cmp(&b.region));
+    fits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +341,20 @@ mod tests {
         assert_eq!(new.limit(), 5);
         let _slot = new.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(11));
+    }
+
+    #[test]
+    fn budget_fit_says_what_interval_or_how_many_keys_would_do() {
+        let pages = (0..12_000).map(|n| (if n % 2 == 0 { "ap-a" } else { "ap-b" }, 1));
+        let fits = budget_fit(pages, Duration::from_secs(300), 20);
+        assert_eq!(fits.len(), 2);
+        assert_eq!(fits[0].requests_per_cycle, 6000);
+        assert_eq!(fits[0].demand, 20.0);
+        assert!(fits[0].fits());
+        let fits = budget_fit([("ap-a", 3); 4000], Duration::from_secs(60), 20);
+        assert!(!fits[0].fits());
+        assert_eq!(fits[0].shortest_interval(), Duration::from_secs(600));
+        assert_eq!(fits[0].keys_needed(), 10);
     }
 
     #[test]

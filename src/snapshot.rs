@@ -7,7 +7,7 @@
 //! stay two different things.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -69,6 +69,10 @@ pub struct SnapshotStore {
     is_ready: AtomicBool,
     /// Set while the scheduler runs: `/-/healthy` answers 200 then.
     is_scheduler_alive: AtomicBool,
+    /// Counts changes, so that scrapes can reuse a rendering of the same data.
+    version: AtomicU64,
+    /// The poll interval, to tell how much budget the polls need.
+    interval: RwLock<Duration>,
 }
 
 /// What a poll outcome changed, so that the caller logs only changes.
@@ -96,6 +100,7 @@ impl SnapshotStore {
             .instances
             .write()
             .expect("no code panics holding this lock");
+        self.changed();
         let mut next = BTreeMap::new();
         for instance in instances {
             let state = match map.remove(&instance.id) {
@@ -155,6 +160,7 @@ impl SnapshotStore {
             .instances
             .write()
             .expect("no code panics holding this lock");
+        self.changed();
         // A poll of an instance removed by a reload while it ran is dropped.
         map.get_mut(id).map_or(Transition::Unchanged, change)
     }
@@ -174,6 +180,7 @@ impl SnapshotStore {
             .cycles
             .write()
             .expect("no code panics holding this lock");
+        self.changed();
         cycles.completed += 1;
         cycles.last_duration = Some(duration);
         self.is_ready.store(true, Ordering::Release);
@@ -185,6 +192,7 @@ impl SnapshotStore {
             .reload
             .write()
             .expect("no code panics holding this lock");
+        self.changed();
         reload.is_last_ok = is_ok;
         if is_ok {
             reload.last_success_at = at;
@@ -203,6 +211,30 @@ impl SnapshotStore {
             .cycles
             .read()
             .expect("no code panics holding this lock")
+    }
+
+    pub fn set_interval(&self, interval: Duration) {
+        *self
+            .interval
+            .write()
+            .expect("no code panics holding this lock") = interval;
+        self.changed();
+    }
+
+    pub fn interval(&self) -> Duration {
+        *self
+            .interval
+            .read()
+            .expect("no code panics holding this lock")
+    }
+
+    /// A number that changes whenever anything in the snapshot does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn is_ready(&self) -> bool {
