@@ -43,9 +43,9 @@ pub fn backup_page(
     offset: UtcOffset,
 ) -> Result<BackupPage, AnswerError> {
     let total_count = response.get("TotalCount").and_then(as_u64);
-    let list = response
-        .get("BackupSet")
-        .or_else(|| response.get("RedisBackupSet"));
+    // A `null` under one key must not hide a list under the other.
+    let present = |key: &str| response.get(key).filter(|v| !v.is_null());
+    let list = present("BackupSet").or_else(|| present("RedisBackupSet"));
     let backups = match list {
         Some(Value::Array(items)) => items
             .iter()
@@ -79,7 +79,7 @@ pub fn parse_response(body: &[u8]) -> Result<Map<String, Value>, AnswerError> {
         Some(Value::Object(response)) => response,
         _ => return Err(AnswerError::Malformed("no Response object".into())),
     };
-    if let Some(error) = response.get("Error") {
+    if let Some(error) = response.get("Error").filter(|e| !e.is_null()) {
         return Err(api_error(error));
     }
     Ok(response)
@@ -122,18 +122,23 @@ pub fn api_time(text: &str, offset: UtcOffset) -> Option<i64> {
 pub fn format_api_time(unix: i64, offset: UtcOffset) -> String {
     let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| t.to_offset(offset))
         .ok()
+        .and_then(|t| t.checked_to_offset(offset))
         .and_then(|t| t.format(format).ok())
         .unwrap_or_default()
 }
 
 fn as_i64(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| whole(n.as_f64()?)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// A float with nothing after the point, such as `2.0`, as an integer.
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
 fn as_u64(value: &Value) -> Option<u64> {

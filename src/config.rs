@@ -636,6 +636,10 @@ pub fn utc_offset(text: &str) -> Option<UtcOffset> {
         _ => return None,
     };
     let (hours, minutes) = rest.split_once(':').unwrap_or((rest, "0"));
+    let is_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !is_digits(hours) || !is_digits(minutes) {
+        return None;
+    }
     let hours: i8 = hours.parse().ok().filter(|h| (0..=14).contains(h))?;
     let minutes: i8 = minutes.parse().ok().filter(|m| (0..60).contains(m))?;
     UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
@@ -798,5 +802,7 @@ mod tests {
         assert_eq!(utc_offset("UTC"), Some(UtcOffset::UTC));
         assert_eq!(utc_offset("8"), None);
         assert_eq!(utc_offset("+25:00"), None);
+        assert_eq!(utc_offset("++8"), None);
+        assert_eq!(utc_offset("+08:-0"), None);
     }
 }
