@@ -111,6 +111,61 @@ fn parse_backup(item: &Value, offset: UtcOffset) -> Backup {
     }
 }
 
+/// One instance as `DescribeInstances` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedInstance {
+    pub id: String,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    /// `2` running, `1` in a workflow, `0` initialising, `-2` isolated,
+    /// `-3` waiting for deletion.
+    pub status: Option<i64>,
+    pub project_id: Option<i64>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl ListedInstance {
+    /// Whether its backups are worth watching: not isolated, not on its way
+    /// out, not still being set up. An unknown status is watched rather
+    /// than missed.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.status, Some(0 | -2 | -3))
+    }
+}
+
+/// Reads one page of a `DescribeInstances` answer: `TotalCount` and the
+/// instances with an ID (entries without one cannot be polled).
+pub fn instance_page(response: &Map<String, Value>) -> (Option<u64>, Vec<ListedInstance>) {
+    let total = response.get("TotalCount").and_then(as_u64);
+    let items = response.get("InstanceSet").and_then(Value::as_array);
+    let instances = items
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let field = |name: &str| item.get(name).filter(|v| !v.is_null());
+            let tags = field("InstanceTags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            Some(ListedInstance {
+                id: field("InstanceId").and_then(Value::as_str)?.to_string(),
+                name: field("InstanceName").and_then(as_text),
+                region: field("Region").and_then(Value::as_str).map(str::to_string),
+                status: field("Status").and_then(as_i64),
+                project_id: field("ProjectId").and_then(as_i64),
+                tags: tags
+                    .filter_map(|tag| {
+                        let key = tag.get("TagKey").and_then(Value::as_str)?;
+                        let value = tag.get("TagValue").and_then(as_text).unwrap_or_default();
+                        Some((key.to_string(), value))
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    (total, instances)
+}
+
 /// Converts the API's zone-less `YYYY-MM-DD hh:mm:ss` to Unix seconds.
 pub fn api_time(text: &str, offset: UtcOffset) -> Option<i64> {
     let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -295,6 +350,27 @@ mod tests {
                 other => panic!("{file}: expected an api error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn instance_lists_keep_what_discovery_needs_and_skip_entries_without_an_id() {
+        let body = br#"{"Response":{"TotalCount":3,"InstanceSet":[
+            {"InstanceId":"crs-aaaaaaaa","InstanceName":"orders","Region":"ap-guangzhou","Status":2,
+             "ProjectId":0,"InstanceTags":[{"TagKey":"team","TagValue":"payments"}]},
+            {"InstanceId":"crs-bbbbbbbb","Status":-2,"InstanceTags":null},
+            {"InstanceName":"no id"}],"RequestId":"r"}}"#;
+        let (total, instances) = instance_page(&parse_response(body).unwrap());
+        assert_eq!(total, Some(3));
+        assert_eq!(instances.len(), 2);
+        assert_eq!(
+            instances[0].tags,
+            [("team".to_string(), "payments".to_string())]
+        );
+        assert!(instances[0].is_live());
+        assert!(
+            !instances[1].is_live(),
+            "isolated instances are not watched"
+        );
     }
 
     #[test]

@@ -1,27 +1,27 @@
 //! Wiring: builds the parts from a checked configuration, runs them until
 //! shutdown, and reloads the configuration on SIGHUP or `POST /-/reload`.
 //!
-//! A reload loads and checks the whole file (and the credentials) first and
-//! changes nothing when that fails: the old configuration stays in force, the
-//! caller gets the error, and the reload metric says so.
+//! A reload loads and checks the whole file, and obtains every account's
+//! credentials, before it changes anything: when that fails the old
+//! configuration stays in force, the caller gets the error, and the reload
+//! metric says so.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::client::{ApiClient, CredentialCell, DESCRIBE_INSTANCE_BACKUPS};
+use crate::accounts::Fleet;
+use crate::client::{DESCRIBE_INSTANCES, DESCRIBE_INSTANCE_BACKUPS};
 use crate::config::{self, Config};
-use crate::credentials::{self, Credential, Resolved};
 use crate::metrics::Metrics;
 use crate::ratelimit::budget_fit;
-use crate::scheduler::{self, Scheduler, SHUTDOWN_GRACE};
+use crate::scheduler::{Scheduler, SHUTDOWN_GRACE};
 use crate::server::{self, ReloadFn, WebState};
 use crate::shard::Shard;
 use crate::snapshot::SnapshotStore;
-use crate::temporary::{self, TemporarySource};
 use crate::webconfig::{WebConfigError, WebConfigWatcher};
 
 /// Where and how metrics are served.
@@ -50,51 +50,6 @@ pub enum StartError {
     Credentials(String),
 }
 
-/// The credential to start with, and what renews it when it is temporary.
-async fn obtain(
-    resolved: Resolved,
-) -> Result<(Credential, Option<(TemporarySource, i64)>), String> {
-    match resolved {
-        Resolved::Keys(credential, _) => Ok((credential, None)),
-        Resolved::Temporary(source) => {
-            let http = temporary::http_client();
-            let issued = temporary::fetch(&source, &http).await.map_err(|cause| {
-                format!(
-                    "cannot get credentials from the {source}: {cause}; fix: check that the \
-                     endpoint is reachable and the role exists, or configure keys instead"
-                )
-            })?;
-            let expires_at = issued.expires_at;
-            tracing::info!(%source, expires_at, "temporary credentials obtained");
-            Ok((issued.credential, Some((source, expires_at))))
-        }
-    }
-}
-
-/// Runs the task that renews temporary credentials, one at a time.
-struct Renewer {
-    cell: Arc<CredentialCell>,
-    shutdown: watch::Receiver<bool>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Renewer {
-    /// Stops the renewal under way, if any, and starts one for `renewal`.
-    fn start(&self, renewal: Option<(TemporarySource, i64)>) {
-        let mut task = self.task.lock().expect("no code panics holding this lock");
-        if let Some(old) = task.take() {
-            old.abort();
-        }
-        *task = renewal.map(|(source, expires_at)| {
-            let (cell, shutdown) = (Arc::clone(&self.cell), self.shutdown.clone());
-            let http = temporary::http_client();
-            tokio::spawn(temporary::keep_fresh(
-                source, http, cell, expires_at, shutdown,
-            ))
-        });
-    }
-}
-
 /// Where a reload reads the configuration from, and which share of it this
 /// replica takes.
 #[derive(Debug, Clone)]
@@ -107,28 +62,24 @@ pub struct ConfigSource {
 /// reads from; without one (the demo) there is nothing to reload.
 pub async fn run(
     config: Config,
-    credentials: Resolved,
     source: Option<ConfigSource>,
     web: WebOptions,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
     let web_config = Arc::new(WebConfigWatcher::new(web.config_file.clone())?);
-    let (credential, renewal) = obtain(credentials).await.map_err(StartError::Credentials)?;
-    let store = Arc::new(SnapshotStore::new(&config.instances));
-    store.record_reload(true, unix_now_f64());
+    let store = Arc::new(SnapshotStore::new(&[]));
     let metrics = Arc::new(Metrics::new(Arc::clone(&store), unix_now_f64));
-    let credentials = Arc::new(CredentialCell::new(credential));
-    let renewer = Arc::new(Renewer {
-        cell: Arc::clone(&credentials),
-        shutdown: shutdown.clone(),
-        task: Mutex::new(None),
-    });
-    renewer.start(renewal);
-    let client = Arc::new(ApiClient::new(
-        config.api.clone(),
-        credentials,
+    let fleet = Arc::new(Fleet::new(
+        Arc::clone(&store),
         metrics.api.clone(),
+        shutdown.clone(),
     ));
+    let shard = source.as_ref().map(|s| s.shard).unwrap_or_default();
+    fleet
+        .configure(&config, shard)
+        .await
+        .map_err(StartError::Credentials)?;
+    store.record_reload(true, unix_now_f64());
     show_budgets(&metrics, &config);
     report_budget_fit(&config);
     store.set_interval(config.poll_interval);
@@ -148,7 +99,8 @@ pub async fn run(
         telemetry_path = %web.telemetry_path,
         tls = web_config.current().tls.is_some(),
         basic_auth = web_config.current().is_auth_required(),
-        instances = config.instances.len(),
+        accounts = config.accounts.len(),
+        instances = store.instances().len(),
         interval = ?config.poll_interval,
         rate_limit = config.api.rate_limit,
         "listening"
@@ -156,24 +108,20 @@ pub async fn run(
 
     let (interval, interval_changes) = watch::channel(config.poll_interval);
     let reloader = source.map(|source| {
-        let parts = (
-            Arc::clone(&client),
-            Arc::clone(&store),
-            Arc::clone(&metrics),
-        );
+        let (fleet, store, metrics) =
+            (Arc::clone(&fleet), Arc::clone(&store), Arc::clone(&metrics));
         Arc::new(Reloader {
             source,
-            client: parts.0,
-            store: parts.1,
-            metrics: parts.2,
+            fleet,
+            store,
+            metrics,
             interval,
-            renewer: Arc::clone(&renewer),
         })
     });
     spawn_hangup_handler(reloader.clone(), shutdown.clone());
 
     let scheduler = Scheduler {
-        client,
+        fleet,
         store: Arc::clone(&store),
         interval: interval_changes,
     };
@@ -201,8 +149,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Says whether one poll of every instance per interval fits each region's
-/// budget, assuming one page per instance until polls tell more.
+/// Says whether one poll of every listed instance per interval fits each
+/// region's budget, assuming one page per instance until polls tell more.
+/// Discovered instances are counted by the demand metric once found.
 fn report_budget_fit(config: &Config) {
     let pages = config.instances.iter().map(|i| (i.region.as_str(), 1));
     for fit in budget_fit(pages, config.poll_interval, config.api.rate_limit) {
@@ -218,7 +167,7 @@ fn report_budget_fit(config: &Config) {
                 keys_needed = fit.keys_needed(),
                 "the poll interval does not fit the request budget: cycles will take longer; \
                  raise poll.interval to at least shortest_interval, or split the instances \
-                 over keys_needed API keys (replicas with keys of their own)"
+                 over keys_needed API keys (accounts, or replicas with keys of their own)"
             );
         }
     }
@@ -226,22 +175,31 @@ fn report_budget_fit(config: &Config) {
 
 /// Shows each region's budget from the start, not only after a request.
 fn show_budgets(metrics: &Metrics, config: &Config) {
-    let regions: HashSet<&str> = config.instances.iter().map(|i| i.region.as_str()).collect();
-    for region in regions {
+    let mut regions: HashSet<(&str, &str)> = config
+        .instances
+        .iter()
+        .map(|i| (DESCRIBE_INSTANCE_BACKUPS, i.region.as_str()))
+        .collect();
+    for discovery in config.accounts.iter().filter_map(|a| a.discovery.as_ref()) {
+        for region in &discovery.regions {
+            regions.insert((DESCRIBE_INSTANCE_BACKUPS, region));
+            regions.insert((DESCRIBE_INSTANCES, region));
+        }
+    }
+    for (action, region) in regions {
         metrics
             .api
-            .set_budget(DESCRIBE_INSTANCE_BACKUPS, region, config.api.rate_limit);
+            .set_budget(action, region, config.api.rate_limit);
     }
 }
 
 /// Reads the configuration file again and puts it in force.
 struct Reloader {
     source: ConfigSource,
-    client: Arc<ApiClient>,
+    fleet: Arc<Fleet>,
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     interval: watch::Sender<Duration>,
-    renewer: Arc<Renewer>,
 }
 
 impl Reloader {
@@ -260,45 +218,25 @@ impl Reloader {
     async fn try_reload(&self) -> Result<String, String> {
         let config = config::load(&self.source.file).map_err(|e| e.to_string())?;
         let config = self.source.shard.apply(config);
-        let env = |key: &str| std::env::var(key).ok();
-        let resolved =
-            credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
-        let (credential, renewal) = obtain(resolved).await?;
-        self.renewer.start(renewal);
-
         let before: HashSet<String> = self.store.instances().into_iter().map(|i| i.id).collect();
-        let after: HashSet<&str> = config.instances.iter().map(|i| i.id.as_str()).collect();
-        self.client.update(config.api.clone(), credential);
-        self.store.set_instances(&config.instances);
+        let added = self.fleet.configure(&config, self.source.shard).await?;
+        let after = self.store.instances();
+        let removed = before
+            .iter()
+            .filter(|id| !after.iter().any(|i| &i.id == *id))
+            .count();
         self.interval.send_replace(config.poll_interval);
         show_budgets(&self.metrics, &config);
         report_budget_fit(&config);
         self.store.set_interval(config.poll_interval);
-
-        // New instances are polled now rather than at the next cycle.
-        let added: Vec<_> = config
-            .instances
-            .iter()
-            .filter(|i| !before.contains(&i.id))
-            .cloned()
-            .collect();
-        for instance in &added {
-            let (client, store, instance) = (
-                Arc::clone(&self.client),
-                Arc::clone(&self.store),
-                instance.clone(),
-            );
-            tokio::spawn(async move { scheduler::poll(&client, &store, &instance).await });
-        }
-        let removed = before
-            .iter()
-            .filter(|id| !after.contains(id.as_str()))
-            .count();
-        Ok(format!(
+        let summary = format!(
             "config reloaded: {} instances, {} added, {removed} removed",
-            config.instances.len(),
+            after.len(),
             added.len()
-        ))
+        );
+        // New instances are polled now rather than at the next cycle.
+        self.fleet.poll_now(added);
+        Ok(summary)
     }
 }
 

@@ -108,16 +108,17 @@ pub enum Command {
             long = "poll.interval",
             value_name = "DURATION",
             default_value = "30s",
-            value_parser = humantime::parse_duration
+            value_parser = demo_interval
         )]
         poll_interval: std::time::Duration,
     },
     /// Serve only the API simulator, with generated instances, and write an
     /// exporter config that points at it: for load tests and benchmarks.
     Simulator {
-        /// Address the simulator listens on.
+        /// Address the simulator listens on. (Not `listen_address`: that
+        /// name would hide the global `--web.listen-address`.)
         #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:9888")]
-        listen_address: String,
+        address: String,
         /// How many instances to generate.
         #[arg(long = "simulator.instances", default_value_t = 100)]
         instances: usize,
@@ -159,4 +160,14 @@ fn telemetry_path(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+fn demo_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < std::time::Duration::from_secs(1)
+        || interval > std::time::Duration::from_secs(86_400)
+    {
+        return Err(format!("{text} is not between 1s and 24h"));
+    }
+    Ok(interval)
 }

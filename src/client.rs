@@ -12,9 +12,9 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
 use serde::Serialize;
 
-use crate::answer::{backup_page, parse_response, AnswerError};
+use crate::answer::{backup_page, instance_page, parse_response, AnswerError, ListedInstance};
 use crate::backup::{BackupSummary, StatusBucket, SummaryBuilder};
-use crate::config::{ApiSettings, Instance};
+use crate::config::{ApiSettings, Discovery, Instance};
 use crate::credentials::Credential;
 use crate::failure::FailureReason;
 use crate::metrics::ApiMetrics;
@@ -25,6 +25,11 @@ use serde_json::{Map, Value};
 pub const SERVICE: &str = "redis";
 pub const API_VERSION: &str = "2018-04-12";
 pub const DESCRIBE_INSTANCE_BACKUPS: &str = "DescribeInstanceBackups";
+pub const DESCRIBE_INSTANCES: &str = "DescribeInstances";
+
+/// Instances asked for per page of `DescribeInstances` (its maximum is 1000;
+/// smaller pages keep each answer small).
+const INSTANCE_PAGE_LIMIT: u64 = 100;
 
 /// The content type sent and signed, byte for byte.
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -109,6 +114,11 @@ impl ApiClient {
         }
     }
 
+    /// The credential in use; swapped by renewals.
+    pub fn credentials(&self) -> Arc<CredentialCell> {
+        Arc::clone(&self.credentials)
+    }
+
     /// The settings requests start with now.
     pub fn settings(&self) -> Arc<ApiSettings> {
         Arc::clone(
@@ -173,6 +183,35 @@ impl ApiClient {
             "stopped reading backups at api.max_pages; counts cover the newest pages only"
         );
         Ok(builder.finish())
+    }
+
+    /// Lists the live instances of `region` that match the discovery
+    /// filters, reading every page.
+    pub async fn list_instances(
+        &self,
+        region: &str,
+        discovery: &Discovery,
+    ) -> Result<Vec<ListedInstance>, PollError> {
+        let max_pages = self.settings().max_pages;
+        let mut found = Vec::new();
+        let mut offset = 0;
+        for _ in 0..max_pages {
+            let body = instances_request(discovery, offset);
+            let answer = self.call(region, DESCRIBE_INSTANCES, body).await?;
+            let (total, page) = instance_page(&answer);
+            let received = page.len() as u64;
+            found.extend(page.into_iter().filter(ListedInstance::is_live));
+            offset += INSTANCE_PAGE_LIMIT;
+            if received < INSTANCE_PAGE_LIMIT || total.is_some_and(|t| offset >= t) {
+                return Ok(found);
+            }
+        }
+        tracing::warn!(
+            region,
+            pages = max_pages,
+            "stopped listing instances at api.max_pages"
+        );
+        Ok(found)
     }
 
     /// Sends one request, retrying passing troubles within the budget, and
@@ -291,7 +330,7 @@ impl ApiClient {
             return Err((
                 PollError {
                     reason,
-                    detail: format!("HTTP status {status} from {url}"),
+                    detail: format!("HTTP status {status} from {}", redacted(&url)),
                 },
                 format!("http_{status}"),
             ));
@@ -353,10 +392,35 @@ fn http_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("crs-backup-exporter/", env!("CARGO_PKG_VERSION")))
+        // The API never redirects. Following one would send the signed
+        // request, session token included, to another host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         // Building fails only when the TLS backend cannot start, which is a
         // broken installation, not something to run on with.
         .expect("the HTTP client starts")
+}
+
+/// The body of one `DescribeInstances` request: only the filters in use.
+fn instances_request(discovery: &Discovery, offset: u64) -> Vec<u8> {
+    let mut body = serde_json::json!({ "Limit": INSTANCE_PAGE_LIMIT, "Offset": offset });
+    let tags: Vec<Value> = discovery
+        .tags
+        .iter()
+        .map(|(key, value)| serde_json::json!({ "TagKey": key, "TagValue": value }))
+        .collect();
+    let filters = [
+        ("InstanceTags", Value::from(tags)),
+        ("TagKeys", Value::from(discovery.tag_keys.clone())),
+        ("ProjectIds", Value::from(discovery.project_ids.clone())),
+        ("SearchKeys", Value::from(discovery.search.clone())),
+    ];
+    for (key, value) in filters {
+        if value.as_array().is_some_and(|a| !a.is_empty()) {
+            body[key] = value;
+        }
+    }
+    serde_json::to_vec(&body).expect("a JSON value serializes")
 }
 
 /// The `Host` header reqwest sends for `url`, which is what gets signed.
@@ -397,6 +461,14 @@ fn bounded_code(code: &str) -> String {
     }
 }
 
+/// A URL fit for a log line: any user name and password taken out.
+pub fn redacted(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
 fn transport_error(err: reqwest::Error) -> (PollError, String) {
     let kind = if err.is_timeout() {
         "transport_timeout"
@@ -405,8 +477,8 @@ fn transport_error(err: reqwest::Error) -> (PollError, String) {
     } else {
         "transport_other"
     };
-    // reqwest's message names the URL, which carries no secret.
-    let detail = format!("{kind}: {err}");
+    // Without the URL: a proxy password in it must not reach the log.
+    let detail = format!("{kind}: {}", err.without_url());
     (
         PollError {
             reason: FailureReason::Transport,
@@ -461,6 +533,12 @@ mod tests {
             body,
             r#"{"InstanceId":"crs-fsi00001","Limit":100,"Offset":200,"Status":[1,2,3,4,-1,-2]}"#
         );
+    }
+
+    #[test]
+    fn urls_in_log_lines_carry_no_password() {
+        let url = Url::parse("http://proxyuser:proxy-password@127.0.0.1:8080/x").unwrap();
+        assert_eq!(redacted(&url), "http://127.0.0.1:8080/x");
     }
 
     #[test]

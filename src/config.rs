@@ -27,7 +27,18 @@ pub const ENV_SEPARATOR: &str = "__";
 pub const DEFAULT_MAX_BACKUP_AGE: Duration = Duration::from_secs(26 * 3600);
 
 /// Labels that the exporter sets itself and configured labels may not use.
-const RESERVED_LABELS: [&str; 5] = ["instance_id", "region", "instance_name", "job", "instance"];
+const RESERVED_LABELS: [&str; 6] = [
+    "instance_id",
+    "region",
+    "instance_name",
+    "account",
+    "job",
+    "instance",
+];
+
+/// The highest request budget accepted: far above what the API grants a
+/// key, low enough that the limiter's slots stay small.
+const MAX_RATE_LIMIT: u32 = 1000;
 
 /// The most configured labels one instance may carry, to keep series small.
 const MAX_LABELS_PER_INSTANCE: usize = 16;
@@ -55,6 +66,48 @@ pub struct RawConfig {
     pub credentials: Option<RawCredentials>,
     #[serde(default)]
     pub instances: Vec<RawInstance>,
+    pub discovery: Option<RawDiscovery>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
+}
+
+/// A further account: its own credentials, instances and discovery.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    #[serde(default)]
+    pub name: String,
+    pub credentials: Option<RawCredentials>,
+    #[serde(default)]
+    pub instances: Vec<RawInstance>,
+    pub discovery: Option<RawDiscovery>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Finding instances through `DescribeInstances`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    #[serde(default)]
+    pub regions: Vec<String>,
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tag_keys: Vec<String>,
+    #[serde(default)]
+    pub project_ids: Vec<i64>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub tag_labels: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +135,7 @@ pub struct RawDefaults {
     pub max_backup_age: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredentials {
     /// `keys` (the default), `instance_role` or `web_identity`.
@@ -123,8 +176,67 @@ pub struct RawInstance {
 pub struct Config {
     pub api: ApiSettings,
     pub poll_interval: Duration,
-    pub credentials: Option<RawCredentials>,
+    /// Every account; the top-level credentials, instances and discovery
+    /// form the account named [`DEFAULT_ACCOUNT`].
+    pub accounts: Vec<Account>,
+    /// The instances listed by hand, of every account.
     pub instances: Vec<Instance>,
+    /// The age threshold of instances that discovery finds.
+    pub default_max_backup_age: Duration,
+}
+
+impl Config {
+    /// The default account's credentials block.
+    pub fn credentials(&self) -> Option<&RawCredentials> {
+        self.accounts
+            .iter()
+            .find(|a| a.name == DEFAULT_ACCOUNT)?
+            .credentials
+            .as_ref()
+    }
+}
+
+/// The name of the account the top-level keys describe.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// One API key's worth of instances.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// A bounded label value: letters, digits, `-` and `_`.
+    pub name: String,
+    pub credentials: Option<RawCredentials>,
+    pub discovery: Option<Discovery>,
+    pub filter: Filter,
+}
+
+/// What discovery asks `DescribeInstances` for, and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub regions: Vec<String>,
+    pub interval: Duration,
+    pub tags: BTreeMap<String, String>,
+    pub tag_keys: Vec<String>,
+    pub project_ids: Vec<i64>,
+    pub search: Vec<String>,
+    /// Tags copied into labels of `tencentcloud_redis_instance_info`.
+    pub tag_labels: Vec<String>,
+}
+
+/// Patterns over instance IDs and names; an instance is watched when it
+/// matches an include pattern (or there are none) and no exclude pattern.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub include: Vec<regex_lite::Regex>,
+    pub exclude: Vec<regex_lite::Regex>,
+}
+
+impl Filter {
+    pub fn admits(&self, instance: &Instance) -> bool {
+        let name = instance.name.as_deref().unwrap_or("");
+        let matches = |re: &regex_lite::Regex| re.is_match(&instance.id) || re.is_match(name);
+        (self.include.is_empty() || self.include.iter().any(matches))
+            && !self.exclude.iter().any(matches)
+    }
 }
 
 /// How to reach and treat the API.
@@ -177,6 +289,8 @@ impl ApiSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
+    /// The account whose key polls it.
+    pub account: String,
     pub region: String,
     pub name: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -215,7 +329,7 @@ pub fn read(path: &Path) -> Result<RawConfig, ConfigError> {
 }
 
 fn load_error(file: &str, err: config::ConfigError) -> ConfigError {
-    let text = err.to_string();
+    let text = hide_values(&err.to_string());
     let fix = if text.contains("unknown field") {
         "correct the key's spelling; config.example.yaml lists every key"
     } else if text.contains("invalid type") || text.contains("invalid value") {
@@ -233,6 +347,48 @@ fn load_error(file: &str, err: config::ConfigError) -> ConfigError {
         key,
         problem: text,
         fix: fix.into(),
+    }
+}
+
+/// Takes the quoted values out of a parser's message: the value of a
+/// mistyped key may be a secret (`credentials: AKID...:key`), and the
+/// message names the key anyway.
+fn hide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find("string \"") {
+        let (before, quoted) = rest.split_at(start + "string ".len());
+        out.push_str(before);
+        match quoted[1..].find('"') {
+            Some(end) => {
+                out.push_str("(value not shown)");
+                rest = &quoted[end + 2..];
+            }
+            None => {
+                rest = quoted;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl std::fmt::Debug for RawCredentials {
+    /// Everything but the secret key and the token, which print as `..`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "..");
+        f.debug_struct("RawCredentials")
+            .field("source", &self.source)
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &hidden(&self.secret_key))
+            .field("secret_key_file", &self.secret_key_file)
+            .field("token", &hidden(&self.token))
+            .field("role_name", &self.role_name)
+            .field("metadata_endpoint", &self.metadata_endpoint)
+            .field("sts_endpoint", &self.sts_endpoint)
+            .field("role_arn", &self.role_arn)
+            .finish_non_exhaustive()
     }
 }
 
@@ -260,18 +416,181 @@ pub fn check(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         Some(text) => duration("defaults.max_backup_age", text, &err)?,
         None => DEFAULT_MAX_BACKUP_AGE,
     };
-    let instances = check_instances(&raw.instances, default_age, &err)?;
-    for (index, instance) in instances.iter().enumerate() {
-        let key = format!("instances[{index}].region");
-        check_region_exists(&key, &instance.region, &api, &err)?;
+    let mut accounts = Vec::new();
+    let mut instances = Vec::new();
+    let has_default = raw.credentials.is_some()
+        || !raw.instances.is_empty()
+        || raw.discovery.is_some()
+        || raw.accounts.is_empty();
+    if has_default {
+        let top = RawAccount {
+            name: DEFAULT_ACCOUNT.into(),
+            credentials: raw.credentials,
+            instances: raw.instances,
+            discovery: raw.discovery,
+            include: raw.include,
+            exclude: raw.exclude,
+        };
+        let (account, listed) = check_account(&top, "", &api, default_age, &err)?;
+        accounts.push(account);
+        instances.extend(listed);
     }
-    check_credentials(raw.credentials.as_ref(), &err)?;
+    for (index, raw_account) in raw.accounts.iter().enumerate() {
+        let prefix = format!("accounts[{index}].");
+        check_account_name(&format!("{prefix}name"), &raw_account.name, &accounts, &err)?;
+        let (account, listed) = check_account(raw_account, &prefix, &api, default_age, &err)?;
+        accounts.push(account);
+        instances.extend(listed);
+    }
+    if instances.is_empty() && accounts.iter().all(|a| a.discovery.is_none()) {
+        let fix = "list at least one instance with instance_id and region, or set up discovery";
+        return Err(err("instances", "is empty or missing".into(), fix));
+    }
+    let mut seen = HashSet::new();
+    for instance in &instances {
+        if !seen.insert(instance.id.as_str()) {
+            let problem = format!("{} is listed twice (in two accounts)", instance.id);
+            return Err(err(
+                "instances",
+                problem,
+                "keep the instance in one account only",
+            ));
+        }
+    }
     Ok(Config {
         api,
         poll_interval,
-        credentials: raw.credentials,
+        accounts,
         instances,
+        default_max_backup_age: default_age,
     })
+}
+
+/// Checks one account; `prefix` is its place in the file (empty for the
+/// top-level keys).
+fn check_account(
+    raw: &RawAccount,
+    prefix: &str,
+    api: &ApiSettings,
+    default_age: Duration,
+    err: &ErrFn<'_>,
+) -> Result<(Account, Vec<Instance>), ConfigError> {
+    let scoped =
+        |key: &str, problem: String, fix: &str| err(&format!("{prefix}{key}"), problem, fix);
+    let scoped: &ErrFn<'_> = &scoped;
+    if raw.name != DEFAULT_ACCOUNT && raw.credentials.is_none() {
+        let fix = "give the account a credentials block; the environment and the profile file \
+                   serve the top-level account only";
+        return Err(scoped("credentials", "is missing".into(), fix));
+    }
+    let mut instances = check_instances(&raw.instances, default_age, scoped)?;
+    for (index, instance) in instances.iter_mut().enumerate() {
+        let key = format!("instances[{index}].region");
+        check_region_exists(&key, &instance.region, api, scoped)?;
+        instance.account = raw.name.clone();
+    }
+    check_credentials(raw.credentials.as_ref(), scoped)?;
+    let discovery = raw
+        .discovery
+        .as_ref()
+        .map(|d| check_discovery(d, api, scoped))
+        .transpose()?;
+    let filter = Filter {
+        include: patterns("include", &raw.include, scoped)?,
+        exclude: patterns("exclude", &raw.exclude, scoped)?,
+    };
+    let account = Account {
+        name: raw.name.clone(),
+        credentials: raw.credentials.clone(),
+        discovery,
+        filter,
+    };
+    Ok((account, instances))
+}
+
+fn check_account_name(
+    key: &str,
+    name: &str,
+    before: &[Account],
+    err: &ErrFn<'_>,
+) -> Result<(), ConfigError> {
+    let is_valid = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !is_valid {
+        let fix = "name the account with up to 32 letters, digits, - or _";
+        return Err(err(key, format!("{name:?} is not an account name"), fix));
+    }
+    if before.iter().any(|a| a.name == name) {
+        let fix = "give every account its own name; the top-level keys are the account \"default\"";
+        return Err(err(key, format!("{name:?} is used twice"), fix));
+    }
+    Ok(())
+}
+
+fn check_discovery(
+    raw: &RawDiscovery,
+    api: &ApiSettings,
+    err: &ErrFn<'_>,
+) -> Result<Discovery, ConfigError> {
+    if raw.regions.is_empty() {
+        let fix = "list the regions to search, such as [ap-guangzhou]";
+        return Err(err("discovery.regions", "is empty or missing".into(), fix));
+    }
+    for (index, region) in raw.regions.iter().enumerate() {
+        let key = format!("discovery.regions[{index}]");
+        check_region(&key, region, err)?;
+        check_region_exists(&key, region, api, err)?;
+    }
+    let interval = match &raw.interval {
+        Some(text) => duration("discovery.interval", text, err)?,
+        None => Duration::from_secs(600),
+    };
+    if interval < Duration::from_secs(10) {
+        let fix = "use 10s or more; instances come and go in minutes, not seconds";
+        return Err(err("discovery.interval", "is shorter than 10s".into(), fix));
+    }
+    for name in &raw.tag_labels {
+        if !is_label_name(name) || RESERVED_LABELS.contains(&name.as_str()) {
+            let fix = "copy tags whose keys are valid label names and not set by the exporter";
+            return Err(err(
+                "discovery.tag_labels",
+                format!("{name:?} cannot be a label"),
+                fix,
+            ));
+        }
+    }
+    Ok(Discovery {
+        regions: raw.regions.clone(),
+        interval,
+        tags: raw.tags.clone(),
+        tag_keys: raw.tag_keys.clone(),
+        project_ids: raw.project_ids.clone(),
+        search: raw.search.clone(),
+        tag_labels: raw.tag_labels.clone(),
+    })
+}
+
+fn patterns(
+    key: &str,
+    raw: &[String],
+    err: &ErrFn<'_>,
+) -> Result<Vec<regex_lite::Regex>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, text)| {
+            regex_lite::Regex::new(text).map_err(|cause| {
+                let fix = "write a regular expression, such as ^orders- or -test$";
+                err(
+                    &format!("{key}[{index}]"),
+                    format!("{text:?} is not a pattern: {cause}"),
+                    fix,
+                )
+            })
+        })
+        .collect()
 }
 
 type ErrFn<'a> = dyn Fn(&str, String, &str) -> ConfigError + 'a;
@@ -296,6 +615,14 @@ fn check_api(raw: &RawApi, err: &ErrFn<'_>) -> Result<ApiSettings, ConfigError> 
             "api.rate_limit",
             "is 0, so no request could ever be sent".into(),
             fix,
+        ));
+    }
+    if rate_limit > MAX_RATE_LIMIT {
+        let fix = format!("use at most {MAX_RATE_LIMIT}; the API allows 20 to 50 per key");
+        return Err(err(
+            "api.rate_limit",
+            format!("{rate_limit} is far above any API limit"),
+            &fix,
         ));
     }
     let utc_offset = match &raw.timezone {
@@ -340,10 +667,6 @@ fn check_instances(
     default_age: Duration,
     err: &ErrFn<'_>,
 ) -> Result<Vec<Instance>, ConfigError> {
-    if raw.is_empty() {
-        let fix = "list at least one instance with instance_id and region";
-        return Err(err("instances", "is empty or missing".into(), fix));
-    }
     let mut seen = HashSet::new();
     let mut instances = Vec::with_capacity(raw.len());
     for (index, item) in raw.iter().enumerate() {
@@ -361,6 +684,7 @@ fn check_instances(
         };
         instances.push(Instance {
             id: item.instance_id.clone(),
+            account: DEFAULT_ACCOUNT.into(),
             region: item.region.clone(),
             name: item.name.clone().filter(|n| !n.is_empty()),
             labels: item.labels.clone(),
@@ -555,6 +879,27 @@ fn check_credentials(raw: Option<&RawCredentials>, err: &ErrFn<'_>) -> Result<()
                    or remove the credentials block to use the environment";
         return Err(err("credentials", "is incomplete".into(), fix));
     }
+    let is_blank = |value: &Option<String>| value.as_deref().is_some_and(|v| v.trim().is_empty());
+    if is_blank(&raw.secret_id) || is_blank(&raw.secret_key) {
+        let fix = "fill in credentials.secret_id and credentials.secret_key";
+        return Err(err(
+            "credentials",
+            "has an empty secret_id or secret_key".into(),
+            fix,
+        ));
+    }
+    if raw
+        .token
+        .as_deref()
+        .is_some_and(|t| t.chars().any(char::is_control))
+    {
+        let fix = "copy the token again without line breaks";
+        return Err(err(
+            "credentials.token",
+            "holds a line break or control character".into(),
+            fix,
+        ));
+    }
     if let Some(path) = &raw.secret_key_file {
         if let Err(io) = std::fs::metadata(path) {
             let problem = format!("{} cannot be read: {io}", path.display());
@@ -601,14 +946,29 @@ fn duration(key: &str, text: &str, err: &ErrFn<'_>) -> Result<Duration, ConfigEr
         let fix = format!("add a unit, such as {trimmed}s or {trimmed}m");
         return Err(err(key, format!("{text:?} has no unit"), &fix));
     }
-    humantime::parse_duration(trimmed).map_err(|cause| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|cause| {
         err(
             key,
             format!("{text:?} is not a duration ({cause})"),
             "write a duration such as 30s, 5m or 26h",
         )
-    })
+    })?;
+    if parsed.is_zero() {
+        return Err(err(
+            key,
+            format!("{text:?} is zero"),
+            "write a duration above zero",
+        ));
+    }
+    if parsed > MAX_DURATION {
+        let fix = "write a duration of at most a year, such as 30d";
+        return Err(err(key, format!("{text:?} is longer than a year"), fix));
+    }
+    Ok(parsed)
 }
+
+/// No setting needs a longer duration; far longer ones overflow clocks.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 fn parse_endpoint(key: &str, text: &str, err: &ErrFn<'_>) -> Result<Url, ConfigError> {
     let fix = "write a URL such as https://redis.tencentcloudapi.com";
@@ -706,6 +1066,18 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_secret_is_not_repeated_in_the_error() {
+        let err = error_of(&format!("credentials: AKIDx:my-secret-key-999\n{MINIMAL}"));
+        assert!(!err.to_string().contains("my-secret-key-999"), "{err}");
+        assert!(err.to_string().contains("credentials"), "{err}");
+        let raw = RawCredentials {
+            secret_key: Some("hidden-key".into()),
+            ..RawCredentials::default()
+        };
+        assert!(!format!("{raw:?}").contains("hidden-key"));
+    }
+
+    #[test]
     fn misspelt_key_names_the_key_and_the_fix() {
         let err = error_of(&format!("poll:\n  intervall: 5m\n{MINIMAL}"));
         assert!(err.problem.contains("intervall"), "{err}");
@@ -732,6 +1104,20 @@ mod tests {
         ));
         assert_eq!(err.key, "instances[1].instance_id");
         assert!(err.problem.contains("twice"));
+    }
+
+    #[test]
+    fn absurd_values_are_rejected_before_they_can_hurt() {
+        let err = error_of(&format!("api:\n  rate_limit: 4294967295\n{MINIMAL}"));
+        assert_eq!(err.key, "api.rate_limit");
+        let err = error_of(&format!("poll:\n  interval: 300000000000y\n{MINIMAL}"));
+        assert_eq!(err.key, "poll.interval");
+        let err = error_of(&format!("defaults:\n  max_backup_age: 0s\n{MINIMAL}"));
+        assert_eq!(err.key, "defaults.max_backup_age");
+        let err = error_of(&format!(
+            "credentials:\n  secret_id: ''\n  secret_key: ''\n{MINIMAL}"
+        ));
+        assert_eq!(err.key, "credentials");
     }
 
     #[test]

@@ -187,12 +187,16 @@ fn from_config(raw: &RawCredentials) -> Result<Credential, CredentialError> {
 /// Reads a secret from a file, as Kubernetes mounts them: surrounding white
 /// space (the trailing newline most editors add) is not part of the secret.
 pub fn read_secret_file(path: &Path) -> Result<String, CredentialError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|err| CredentialError::SecretFile {
-            path: path.display().to_string(),
-            cause: err.to_string(),
-        })
+    let failure = |cause: String| CredentialError::SecretFile {
+        path: path.display().to_string(),
+        cause,
+    };
+    let secret = std::fs::read_to_string(path).map_err(|err| failure(err.to_string()))?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err(failure("the file is empty".into()));
+    }
+    Ok(secret.to_string())
 }
 
 fn from_environment(env: &dyn Fn(&str) -> Option<String>) -> Option<Credential> {

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{ApiSettings, Config, Instance, RawCredentials, DEFAULT_MAX_BACKUP_AGE};
+use crate::config::{
+    Account, ApiSettings, Config, Filter, Instance, RawCredentials, DEFAULT_ACCOUNT,
+    DEFAULT_MAX_BACKUP_AGE,
+};
 use crate::simulator::{Scenario, SimBackup, SimInstance};
 
 /// The demo's key pair; it opens nothing but the local simulator.
@@ -92,6 +95,7 @@ pub fn config(simulator_url: &str, interval: Duration) -> Config {
         .into_iter()
         .map(|(id, region, name, label)| Instance {
             id: id.into(),
+            account: DEFAULT_ACCOUNT.into(),
             region: region.into(),
             name: Some(name.into()),
             labels: label
@@ -106,11 +110,17 @@ pub fn config(simulator_url: &str, interval: Duration) -> Config {
             ..ApiSettings::default()
         },
         poll_interval: interval,
-        credentials: Some(RawCredentials {
-            secret_id: Some(DEMO_SECRET_ID.into()),
-            secret_key: Some(DEMO_SECRET_KEY.into()),
-            ..RawCredentials::default()
-        }),
+        accounts: vec![Account {
+            name: DEFAULT_ACCOUNT.into(),
+            credentials: Some(RawCredentials {
+                secret_id: Some(DEMO_SECRET_ID.into()),
+                secret_key: Some(DEMO_SECRET_KEY.into()),
+                ..RawCredentials::default()
+            }),
+            discovery: None,
+            filter: Filter::default(),
+        }],
+        default_max_backup_age: DEFAULT_MAX_BACKUP_AGE,
         instances,
     }
 }

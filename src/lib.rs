@@ -6,6 +6,7 @@
 //! - [`config`] reads the YAML file and the environment, and checks them;
 //! - [`credentials`] finds the API key and keeps it out of every output;
 //! - [`temporary`] renews credentials that expire (instance role, web identity);
+//! - [`accounts`] keeps a client per account and discovers instances;
 //! - [`signing`] computes TC3-HMAC-SHA256;
 //! - [`ratelimit`] keeps the per-second request budget, counted by arrival;
 //! - [`client`] sends signed, budgeted, retried requests and reads pages;
@@ -21,6 +22,7 @@
 //! - [`app`] wires the parts together;
 //! - [`simulator`] and [`demo`] stand in for the API on 127.0.0.1.
 
+pub mod accounts;
 pub mod answer;
 pub mod app;
 pub mod backup;

@@ -41,7 +41,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
         Some(Command::Healthcheck { url, insecure }) => healthcheck(&url, insecure).await,
         Some(Command::Demo { poll_interval }) => run_demo(web, poll_interval).await,
         Some(Command::Simulator {
-            listen_address,
+            address,
             instances,
             regions,
             backups,
@@ -56,7 +56,7 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
                 rate_limit,
                 time::OffsetDateTime::now_utc().unix_timestamp(),
             );
-            run_simulator(scenario, &listen_address, config_out, &poll_interval).await
+            run_simulator(scenario, &address, config_out, &poll_interval).await
         }
         None if cli.config_check => check_config(&cli),
         None => run_exporter(&cli, web).await,
@@ -66,7 +66,10 @@ async fn dispatch(cli: Cli) -> Result<(), String> {
 fn check_config(cli: &Cli) -> Result<(), String> {
     let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
     let env = |key: &str| std::env::var(key).ok();
-    credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
+    for account in &config.accounts {
+        credentials::resolve(account.credentials.as_ref(), &env)
+            .map_err(|e| format!("account {}: {e}", account.name))?;
+    }
     if let Some(web_config) = &cli.web.web_config_file {
         webconfig::load(web_config).map_err(|e| e.to_string())?;
     }
@@ -90,26 +93,17 @@ async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
             "this replica polls its share of the instances with its share of the budget"
         );
     }
-    let env = |key: &str| std::env::var(key).ok();
-    let resolved =
-        credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
-    let source = match &resolved {
-        credentials::Resolved::Keys(credential, source) => {
-            format!("{source}, SecretId {}", credential.secret_id)
-        }
-        credentials::Resolved::Temporary(source) => source.to_string(),
-    };
     tracing::info!(
         file = %cli.config_file.display(),
-        instances = config.instances.len(),
-        credentials = %source,
+        accounts = config.accounts.len(),
+        listed_instances = config.instances.len(),
         "config loaded"
     );
     let source = ConfigSource {
         file: cli.config_file.clone(),
         shard,
     };
-    app::run(config, resolved, Some(source), web, shutdown_signal())
+    app::run(config, Some(source), web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }
@@ -121,10 +115,7 @@ async fn run_demo(web: WebOptions, interval: Duration) -> Result<(), String> {
         .map_err(|e| format!("cannot start the API simulator: {e}"))?;
     tracing::info!(url = %sim.url(), "API simulator started for the demo");
     let config = demo::config(&sim.url(), interval);
-    let env = |_: &str| None;
-    let resolved =
-        credentials::resolve(config.credentials.as_ref(), &env).map_err(|e| e.to_string())?;
-    app::run(config, resolved, None, web, shutdown_signal())
+    app::run(config, None, web, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

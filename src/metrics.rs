@@ -231,6 +231,17 @@ fn prepare(store: &SnapshotStore) -> Prepared {
         ];
         families.push(Family::BudgetDemand, labels, fit.demand);
     }
+    for ((account, region), found) in store.discovery() {
+        let labels = || vec![label("account", &account), label("region", &region)];
+        families.push(
+            Family::DiscoverySuccess,
+            labels(),
+            if found.is_some() { 1.0 } else { 0.0 },
+        );
+        if let Some(found) = found {
+            families.push(Family::DiscoveredInstances, labels(), found as f64);
+        }
+    }
     let cycles = store.cycles();
     if let Some(duration) = cycles.last_duration {
         families.push(Family::CycleDuration, vec![], duration.as_secs_f64());
@@ -305,10 +316,12 @@ enum Family {
     ReloadOk,
     ReloadSuccessAt,
     BudgetDemand,
+    DiscoverySuccess,
+    DiscoveredInstances,
 }
 
 impl Family {
-    const ALL: [Family; 17] = [
+    const ALL: [Family; 19] = [
         Family::Backups,
         Family::BackupsLocked,
         Family::LastSuccessTimestamp,
@@ -326,6 +339,8 @@ impl Family {
         Family::ReloadOk,
         Family::ReloadSuccessAt,
         Family::BudgetDemand,
+        Family::DiscoverySuccess,
+        Family::DiscoveredInstances,
     ];
 
     fn name(self) -> &'static str {
@@ -356,6 +371,10 @@ impl Family {
             }
             Family::BudgetDemand => {
                 "tencentcloud_redis_backup_exporter_budget_demand_requests_per_second"
+            }
+            Family::DiscoverySuccess => "tencentcloud_redis_backup_exporter_discovery_success",
+            Family::DiscoveredInstances => {
+                "tencentcloud_redis_backup_exporter_discovered_instances"
             }
         }
     }
@@ -397,6 +416,12 @@ impl Family {
                 "Requests per second that polling every instance once per interval needs, \
                  by region: pages of the last polls (one before the first) over the interval. \
                  Above tencentcloud_redis_api_rate_limit_requests_per_second, cycles overrun."
+            }
+            Family::DiscoverySuccess => {
+                "1 if the last listing of the account's instances in the region worked, else 0."
+            }
+            Family::DiscoveredInstances => {
+                "Live instances the last good listing found, before include and exclude patterns."
             }
         }
     }
@@ -482,6 +507,7 @@ fn add_instance(families: &mut Families, state: &InstanceState) {
         );
     }
     let mut info = with("instance_name", instance.name.as_deref().unwrap_or(""));
+    info.push(label("account", &instance.account));
     info.extend(instance.labels.iter().map(|(k, v)| label(k, v)));
     families.push(Family::InstanceInfo, info, 1.0);
 }

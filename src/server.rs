@@ -15,10 +15,10 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::{Metrics, REVISION, VERSION};
@@ -27,6 +27,13 @@ use crate::webconfig::{WebConfig, WebConfigWatcher};
 
 /// How long scrapes under way may take to finish after shutdown was asked.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; further ones wait to be accepted. Prometheus
+/// needs one or two; the cap keeps a flood from using every descriptor.
+const MAX_CONNECTIONS: usize = 256;
 
 /// How long a client may take over the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,14 +69,26 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            // Acquiring fails only once the semaphore is closed: never here.
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let config = state.web.current();
                     let state = Arc::clone(&state);
                     let watcher = graceful.watcher();
-                    tokio::spawn(accept(stream, peer, state, config, watcher));
+                    tokio::spawn(async move {
+                        accept(stream, peer, state, config, watcher).await;
+                        drop(slot);
+                    });
                 }
                 // Accept fails for one connection (for example when out of
                 // file descriptors); back off briefly and go on serving.
@@ -121,7 +140,12 @@ async fn serve_connection<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(Arc::clone(&state), Arc::clone(&config), req, peer));
-    let connection = http1::Builder::new().serve_connection(io, service);
+    // A client that never finishes its request headers is cut off, so that
+    // idle or slow connections cannot pile up.
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, service);
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(cause = %err, %peer, "connection ended with an error");
     }

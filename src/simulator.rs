@@ -6,31 +6,79 @@
 //!
 //! It records the arrival of every request, so tests can check that no
 //! second ever held more requests than the budget allows.
+//!
+//! # Faults
+//!
+//! Faults ([`Fault`], in [`faults`]) make it fail the way the API and the
+//! network do: latency and hangs, HTTP 502/503, connection resets, malformed,
+//! truncated and oversized bodies, fields of the wrong type, a `TotalCount`
+//! that lies, throttling, clock skew, an expired token. A fault is switched
+//! on for one instance or for every instance that has none of its own, from
+//! Rust ([`SimulatorHandle::set_fault`]) or over HTTP on the simulator's own
+//! port, which is how `crs-backup-exporter simulator` is driven:
+//!
+//! ```text
+//! POST   /-/faults  {"instance_id": "crs-00000001", "fault": {"kind": "latency", "ms": 5000}}
+//! POST   /-/faults  {"fault": {"kind": "http_status", "status": 503}}   (every instance)
+//! POST   /-/faults  {"instance_id": "crs-00000001", "fault": null}      (that one off)
+//! DELETE /-/faults                                                      (all off)
+//! GET    /-/faults                                                      (what is on)
+//! ```
+//!
+//! Each answers 200 with the faults now on as JSON, or 400 saying what is
+//! wrong with the switch. The kinds and their fields are those of [`Fault`]
+//! in snake case: `latency {ms}`, `http_status {status}`, `reset`,
+//! `malformed_json`, `truncated_body`, `oversized_body {bytes}`,
+//! `wrong_types`, `wrong_field_types`, `lying_total {total}`,
+//! `throttle {share}`, `clock_skew {secs}`, `expired_token`.
+//!
+//! Note: the control endpoint has no authentication. It is meant for a
+//! simulator on 127.0.0.1, where only the machine's own users reach it.
 
-use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
+pub mod faults;
+pub mod inventory;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Request, Response};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use time::UtcOffset;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub use faults::{Fault, FaultTable};
+
 use crate::answer::format_api_time;
-use crate::client::{API_VERSION, DESCRIBE_INSTANCE_BACKUPS, SERVICE};
+use crate::client::{API_VERSION, DESCRIBE_INSTANCES, DESCRIBE_INSTANCE_BACKUPS, SERVICE};
 use crate::signing::{sign, utc_date, SigningInput};
 
 /// How far the signed timestamp may be from the server's clock.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Where faults are switched over HTTP.
+pub const FAULTS_PATH: &str = "/-/faults";
+
+/// Where the simulator tells what has arrived so far (see [`SimState::stats`]).
+pub const STATS_PATH: &str = "/-/stats";
+
+/// The body of every answer.
+type SimBody = BoxBody<Bytes, std::io::Error>;
 
 /// One backup the simulator knows.
 #[derive(Debug, Clone)]
@@ -139,7 +187,10 @@ pub struct Arrival {
     pub at: Instant,
     pub region: String,
     pub action: String,
-    /// The error code answered, or `None` for success.
+    /// The `InstanceId` of the request, or empty when it had none.
+    pub instance_id: String,
+    /// The error code answered, `fault.<kind>` when a transport fault
+    /// answered instead of the API, or `None` for success.
     pub error: Option<String>,
 }
 
@@ -150,6 +201,14 @@ struct SimState {
     windows: Mutex<HashMap<(String, String, String), VecDeque<Instant>>>,
     /// Error codes that instances answer with, switched on by tests.
     instance_errors: Mutex<HashMap<String, String>>,
+    /// What `DescribeInstances` tells of instances; set by tests.
+    listings: Mutex<HashMap<String, inventory::Listing>>,
+    /// Faults switched on by tests, the soak, or `/-/faults`.
+    faults: Mutex<FaultTable>,
+    /// Requests seen under a throttle fault, so that its share is exact.
+    throttle_count: AtomicU64,
+    /// The last oversized body made: a soak asks for the same one often.
+    oversized: Mutex<Option<Bytes>>,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -165,6 +224,17 @@ impl SimulatorHandle {
         format!("http://{}", self.addr)
     }
 
+    /// Sets what `DescribeInstances` tells of an instance: its status,
+    /// project and tags.
+    pub fn set_listing(&self, instance_id: &str, listing: inventory::Listing) {
+        let mut listings = self
+            .state
+            .listings
+            .lock()
+            .expect("no code panics holding this lock");
+        listings.insert(instance_id.to_string(), listing);
+    }
+
     /// Makes every request for `instance_id` answer with the error `code`,
     /// or, with `None`, answer normally again.
     pub fn set_instance_error(&self, instance_id: &str, code: Option<&str>) {
@@ -177,6 +247,29 @@ impl SimulatorHandle {
             Some(code) => errors.insert(instance_id.to_string(), code.to_string()),
             None => errors.remove(instance_id),
         };
+    }
+
+    /// Switches `fault` on for requests about `instance_id`, or, with
+    /// `None`, off. An instance's own fault comes before the one for every
+    /// instance.
+    pub fn set_fault(&self, instance_id: &str, fault: Option<Fault>) {
+        self.state.switch_fault(Some(instance_id), fault);
+    }
+
+    /// Switches `fault` on for every instance that has none of its own, or,
+    /// with `None`, off.
+    pub fn set_fault_everywhere(&self, fault: Option<Fault>) {
+        self.state.switch_fault(None, fault);
+    }
+
+    /// Switches every fault off.
+    pub fn clear_faults(&self) {
+        *self.state.fault_table() = FaultTable::default();
+    }
+
+    /// The faults now on.
+    pub fn faults(&self) -> FaultTable {
+        self.state.fault_table().clone()
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -228,6 +321,10 @@ pub async fn start(scenario: Scenario, address: &str) -> std::io::Result<Simulat
         arrivals: Mutex::new(Vec::new()),
         windows: Mutex::new(HashMap::new()),
         instance_errors: Mutex::new(HashMap::new()),
+        listings: Mutex::new(HashMap::new()),
+        faults: Mutex::new(FaultTable::default()),
+        throttle_count: AtomicU64::new(0),
+        oversized: Mutex::new(None),
     });
     let (stop, mut stopped) = watch::channel(false);
     let served = Arc::clone(&state);
@@ -236,10 +333,7 @@ pub async fn start(scenario: Scenario, address: &str) -> std::io::Result<Simulat
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let state = Arc::clone(&served);
-                    let service = service_fn(move |req| answer(Arc::clone(&state), req));
-                    let io = TokioIo::new(stream);
-                    tokio::spawn(http1::Builder::new().serve_connection(io, service));
+                    serve_connection(Arc::clone(&served), stream);
                 }
                 _ = stopped.changed() => break,
             }
@@ -252,10 +346,68 @@ pub async fn start(scenario: Scenario, address: &str) -> std::io::Result<Simulat
     })
 }
 
+fn serve_connection(state: Arc<SimState>, stream: TcpStream) {
+    let stream = ResettableStream {
+        stream,
+        is_reset: Arc::new(AtomicBool::new(false)),
+    };
+    let is_reset = Arc::clone(&stream.is_reset);
+    let service = service_fn(move |req| answer(Arc::clone(&state), Arc::clone(&is_reset), req));
+    let io = TokioIo::new(stream);
+    tokio::spawn(http1::Builder::new().serve_connection(io, service));
+}
+
+/// A connection that ends with a TCP reset instead of an orderly close once
+/// `is_reset` is set: the reset fault.
+struct ResettableStream {
+    stream: TcpStream,
+    is_reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResettableStream {
+    fn drop(&mut self) {
+        // With a linger of zero, closing the socket sends RST. It does not
+        // block: nothing waits for unsent data.
+        if self.is_reset.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Answers one request; an error closes the connection unanswered.
 async fn answer(
     state: Arc<SimState>,
+    is_reset: Arc<AtomicBool>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<SimBody>, std::io::Error> {
     let at = Instant::now();
     let (parts, body) = req.into_parts();
     let body = body
@@ -263,73 +415,262 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (region, action) = (header("x-tc-region"), header("x-tc-action"));
+    if parts.uri.path() == FAULTS_PATH {
+        return Ok(state.control(&parts.method, &body));
+    }
+    if parts.uri.path() == STATS_PATH {
+        return Ok(state.stats());
+    }
+    let mut arrival = Arrival::of(&parts.headers, &body, at);
+    let fault = state
+        .fault_table()
+        .for_instance(&arrival.instance_id)
+        .cloned();
+    if let Some(Fault::Latency { ms }) = fault {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 
-    let result = if parts.method != hyper::Method::POST || parts.uri.path() != "/" {
-        Err((
-            "InvalidAction".to_string(),
-            "only POST / is served".to_string(),
-        ))
+    // A transport fault answers in the API's place.
+    if let Some(interception) = state.transport_fault(fault.as_ref()) {
+        arrival.error = fault.as_ref().map(|f| format!("fault.{}", f.kind()));
+        state.record(arrival);
+        return interception.into_outcome(&is_reset);
+    }
+
+    let result = if parts.method != Method::POST || parts.uri.path() != "/" {
+        Err(api_error("InvalidAction", "only POST / is served"))
     } else {
-        state.check_and_answer(&parts.headers, &body, at)
+        state.check_and_answer(&parts.headers, &body, at, fault.as_ref())
     };
+    arrival.error = result.as_ref().err().map(|(code, _)| code.clone());
+    state.record(arrival);
+    Ok(api_response(result, fault.as_ref()))
+}
+
+impl Arrival {
+    /// A request arrived `at`, its error not yet known.
+    fn of(headers: &HeaderMap, body: &[u8], at: Instant) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Arrival {
+            at,
+            region: header("x-tc-region"),
+            action: header("x-tc-action"),
+            instance_id: requested_instance(body),
+            error: None,
+        }
+    }
+}
+
+/// The HTTP answer of the API, with the `Date` of a skewed clock.
+fn api_response(result: ApiResult, fault: Option<&Fault>) -> Response<SimBody> {
+    let mut response = json_response(StatusCode::OK, api_json(result).to_string());
+    if let Some(Fault::ClockSkew { secs }) = fault {
+        let date = httpdate::fmt_http_date(skewed_now(*secs));
+        if let Ok(date) = HeaderValue::from_str(&date) {
+            response.headers_mut().insert(DATE, date);
+        }
+    }
+    response
+}
+
+/// The `InstanceId` of a request body, or empty.
+fn requested_instance(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("InstanceId")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .unwrap_or_default()
+}
+
+/// `{"Response": ...}` around an answer or an error, with a request ID.
+fn api_json(result: ApiResult) -> Value {
     let request_id = format!("sim-{:016x}", fastrand::u64(..));
-    let (error, json) = match result {
+    match result {
         Ok(mut response) => {
             response["RequestId"] = json!(request_id);
-            (None, json!({ "Response": response }))
+            json!({ "Response": response })
         }
         Err((code, message)) => {
             let error = json!({ "Code": code, "Message": message });
-            (
-                Some(code),
-                json!({ "Response": { "Error": error, "RequestId": request_id } }),
-            )
+            json!({ "Response": { "Error": error, "RequestId": request_id } })
         }
-    };
-    let arrival = Arrival {
-        at,
-        region,
-        action,
-        error,
-    };
-    state
-        .arrivals
-        .lock()
-        .expect("no code panics holding this lock")
-        .push(arrival);
+    }
+}
 
-    let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
-    let kind = hyper::header::HeaderValue::from_static("application/json");
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<SimBody> {
+    let body = Full::new(body.into()).map_err(|never| match never {});
+    let mut response = Response::new(body.boxed());
+    *response.status_mut() = status;
+    let kind = HeaderValue::from_static("application/json");
+    response.headers_mut().insert(CONTENT_TYPE, kind);
     response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, kind);
-    Ok(response)
+}
+
+/// An answer that announces 4096 bytes, sends the start of one, and closes.
+fn truncated_response() -> Response<SimBody> {
+    let sent = Bytes::from_static(br#"{"Response": {"TotalCount": 1, "BackupSet": [{"BackupId":"#);
+    let mut response = Response::new(faults::TruncatedBody::new(sent).boxed());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("4096"));
+    response
+}
+
+/// What a transport fault does instead of the API.
+enum Interception {
+    Answer(Response<SimBody>),
+    /// Close the connection with a reset, answering nothing.
+    Reset,
+}
+
+impl Interception {
+    /// The service's outcome: an answer, or an error, on which the
+    /// connection closes with a reset.
+    fn into_outcome(self, is_reset: &AtomicBool) -> Result<Response<SimBody>, std::io::Error> {
+        match self {
+            Interception::Answer(response) => Ok(response),
+            Interception::Reset => {
+                is_reset.store(true, Ordering::Relaxed);
+                let reset = std::io::Error::new(ErrorKind::ConnectionReset, "reset on purpose");
+                Err(reset)
+            }
+        }
+    }
+}
+
+/// The time on a server clock `secs` seconds off.
+fn skewed_now(secs: i64) -> SystemTime {
+    let off = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        SystemTime::now() + off
+    } else {
+        SystemTime::now() - off
+    }
 }
 
 type ApiResult = Result<Value, (String, String)>;
+
+/// An answer in the shape an answer fault gives it.
+fn shaped(answer: Map<String, Value>, fault: Option<&Fault>) -> Map<String, Value> {
+    match fault {
+        Some(Fault::WrongTypes) => faults::with_wrong_types(answer),
+        Some(Fault::WrongFieldTypes) => faults::with_wrong_field_types(answer),
+        _ => answer,
+    }
+}
 
 fn api_error(code: &str, message: impl Into<String>) -> (String, String) {
     (code.to_string(), message.into())
 }
 
 impl SimState {
-    fn check_and_answer(&self, headers: &HeaderMap, body: &[u8], at: Instant) -> ApiResult {
+    fn record(&self, arrival: Arrival) {
+        self.arrivals
+            .lock()
+            .expect("no code panics holding this lock")
+            .push(arrival);
+    }
+
+    fn fault_table(&self) -> std::sync::MutexGuard<'_, FaultTable> {
+        self.faults
+            .lock()
+            .expect("no code panics holding this lock")
+    }
+
+    fn switch_fault(&self, instance_id: Option<&str>, fault: Option<Fault>) {
+        let scope = instance_id.unwrap_or("every instance");
+        match &fault {
+            Some(fault) => tracing::info!(scope, kind = fault.kind(), ?fault, "fault on"),
+            None => tracing::info!(scope, "fault off"),
+        }
+        self.fault_table().set(instance_id, fault);
+    }
+
+    /// `/-/faults`: switches faults, and answers with those now on.
+    fn control(&self, method: &Method, body: &[u8]) -> Response<SimBody> {
+        let outcome = match *method {
+            Method::GET => Ok(()),
+            Method::DELETE => {
+                *self.fault_table() = FaultTable::default();
+                tracing::info!("every fault off");
+                Ok(())
+            }
+            Method::POST => faults::FaultSwitch::parse(body)
+                .map(|switch| self.switch_fault(switch.instance_id.as_deref(), switch.fault)),
+            _ => Err(format!(
+                "{method} is not served here; use GET, POST or DELETE"
+            )),
+        };
+        match outcome {
+            Ok(()) => {
+                let table = serde_json::to_string(&*self.fault_table())
+                    .expect("faults serialize: they hold strings and numbers");
+                json_response(StatusCode::OK, table)
+            }
+            Err(message) => {
+                let body = json!({ "error": message }).to_string();
+                json_response(StatusCode::BAD_REQUEST, body)
+            }
+        }
+    }
+
+    /// What a transport fault answers instead of the API, if one is on.
+    fn transport_fault(&self, fault: Option<&Fault>) -> Option<Interception> {
+        let answer = |status, body| Some(Interception::Answer(json_response(status, body)));
+        match fault? {
+            Fault::Reset => Some(Interception::Reset),
+            Fault::HttpStatus { status } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let mut response = json_response(status, faults::gateway_page(status.as_u16()));
+                let html = HeaderValue::from_static("text/html");
+                response.headers_mut().insert(CONTENT_TYPE, html);
+                Some(Interception::Answer(response))
+            }
+            Fault::MalformedJson => answer(StatusCode::OK, faults::malformed_json()),
+            Fault::OversizedBody { bytes } => answer(StatusCode::OK, self.oversized_body(*bytes)),
+            Fault::TruncatedBody => Some(Interception::Answer(truncated_response())),
+            _ => None,
+        }
+    }
+
+    fn oversized_body(&self, bytes: usize) -> Bytes {
+        let mut cached = self
+            .oversized
+            .lock()
+            .expect("no code panics holding this lock");
+        match cached.as_ref() {
+            Some(body) if body.len() == bytes => body.clone(),
+            _ => cached.insert(faults::oversized_json(bytes)).clone(),
+        }
+    }
+
+    fn check_and_answer(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        at: Instant,
+        fault: Option<&Fault>,
+    ) -> ApiResult {
         let header = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
         };
-        let secret_id = self.check_signature(headers, body)?;
+        let clock_skew = match fault {
+            Some(Fault::ClockSkew { secs }) => *secs,
+            _ => 0,
+        };
+        let secret_id = self.check_signature(headers, body, clock_skew)?;
         if header("x-tc-version") != API_VERSION {
             return Err(api_error(
                 "InvalidParameterValue",
@@ -345,8 +686,10 @@ impl SimState {
         }
         let action = header("x-tc-action");
         self.check_rate(&secret_id, region, action, at)?;
+        self.check_api_fault(fault)?;
         match action {
-            DESCRIBE_INSTANCE_BACKUPS => self.describe_instance_backups(region, body),
+            DESCRIBE_INSTANCE_BACKUPS => self.describe_instance_backups(region, body, fault),
+            DESCRIBE_INSTANCES => self.describe_instances(region, body),
             other => Err(api_error(
                 "InvalidAction",
                 format!("action {other:?} is not supported"),
@@ -354,11 +697,32 @@ impl SimState {
         }
     }
 
-    /// Checks the signature as the service does; returns the SecretId.
+    /// The errors of the API faults that reject a request.
+    fn check_api_fault(&self, fault: Option<&Fault>) -> Result<(), (String, String)> {
+        match fault {
+            Some(Fault::ExpiredToken) => Err(api_error(
+                "AuthFailure.TokenFailure",
+                "the token has expired",
+            )),
+            Some(Fault::Throttle { share })
+                if faults::is_throttled(&self.throttle_count, *share) =>
+            {
+                Err(api_error(
+                    "RequestLimitExceeded",
+                    "too many requests (a throttle switched on in the simulator)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the signature as the service does, on a clock `clock_skew`
+    /// seconds off; returns the SecretId.
     fn check_signature(
         &self,
         headers: &HeaderMap,
         body: &[u8],
+        clock_skew: i64,
     ) -> Result<String, (String, String)> {
         let header = |name: &str| {
             headers
@@ -393,7 +757,7 @@ impl SimState {
         let timestamp: i64 = header("x-tc-timestamp")
             .parse()
             .map_err(|_| failure("X-TC-Timestamp is not a number"))?;
-        let server_time = crate::client::unix_now();
+        let server_time = crate::client::unix_now() + clock_skew;
         if (server_time - timestamp).abs() > MAX_CLOCK_SKEW_SECS {
             let message =
                 format!("Signature expired. Timestamp:{timestamp}, server time:{server_time}");
@@ -463,7 +827,12 @@ impl SimState {
         Ok(())
     }
 
-    fn describe_instance_backups(&self, region: &str, body: &[u8]) -> ApiResult {
+    fn describe_instance_backups(
+        &self,
+        region: &str,
+        body: &[u8],
+        fault: Option<&Fault>,
+    ) -> ApiResult {
         let request: Value = serde_json::from_slice(body)
             .map_err(|_| api_error("InvalidParameter.InvalidParameter", "the body is not JSON"))?;
         let id = request
@@ -515,9 +884,16 @@ impl SimState {
             .filter(|b| statuses.contains(&b.status))
             .collect();
         matching.sort_by_key(|b| std::cmp::Reverse(b.start));
-        let page: Vec<Value> = matching
-            .iter()
-            .skip(offset as usize)
+        let (skipped, total) = match fault {
+            Some(Fault::LyingTotal { total }) => (0, *total),
+            _ => (offset as usize, matching.len() as u64),
+        };
+        // A lying answer repeats the instance's backups to fill every page.
+        let is_padded = total > matching.len() as u64 && !matching.is_empty();
+        let repeats = if is_padded { usize::MAX } else { 1 };
+        let page: Vec<Value> = std::iter::repeat_n(&matching, repeats)
+            .flatten()
+            .skip(skipped)
             .take(limit as usize)
             .map(|backup| self.backup_json(instance, backup))
             .collect();
@@ -526,7 +902,10 @@ impl SimState {
         } else {
             "BackupSet"
         };
-        Ok(json!({ "TotalCount": matching.len(), key: page }))
+        let mut answer = Map::new();
+        answer.insert("TotalCount".into(), json!(total));
+        answer.insert(key.into(), Value::Array(page));
+        Ok(Value::Object(shaped(answer, fault)))
     }
 
     fn injected_error(&self, instance_id: &str) -> Option<String> {
@@ -566,6 +945,43 @@ impl SimState {
             }
         }
         value
+    }
+}
+
+impl SimState {
+    /// `/-/stats`: what has arrived so far, as JSON, for a benchmark or a
+    /// load test that runs the simulator in another process: the number of
+    /// requests, the most of one region and action within any one second,
+    /// and the error codes answered, with how often each.
+    ///
+    /// Note: it walks every arrival kept since the start, so it costs time
+    /// in proportion to the requests seen; ask it once at the end of a run.
+    fn stats(&self) -> Response<SimBody> {
+        let mut moments: BTreeMap<(String, String), Vec<Instant>> = BTreeMap::new();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let total = {
+            let arrivals = self
+                .arrivals
+                .lock()
+                .expect("no code panics holding this lock");
+            for arrival in arrivals.iter() {
+                let budget = (arrival.region.clone(), arrival.action.clone());
+                moments.entry(budget).or_default().push(arrival.at);
+                if let Some(code) = &arrival.error {
+                    *errors.entry(code.clone()).or_default() += 1;
+                }
+            }
+            arrivals.len()
+        };
+        let busiest: Vec<Value> = moments
+            .into_iter()
+            .map(|((region, action), at)| {
+                let most = busiest_window(at, Duration::from_secs(1));
+                json!({ "region": region, "action": action, "busiest_second": most })
+            })
+            .collect();
+        let stats = json!({ "arrivals": total, "budgets": busiest, "errors": errors });
+        json_response(StatusCode::OK, stats.to_string())
     }
 }
 

@@ -73,6 +73,9 @@ pub struct SnapshotStore {
     version: AtomicU64,
     /// The poll interval, to tell how much budget the polls need.
     interval: RwLock<Duration>,
+    /// Per account and region: instances the last listing found, or `None`
+    /// when it failed.
+    discovery: RwLock<BTreeMap<(String, String), Option<usize>>>,
 }
 
 /// What a poll outcome changed, so that the caller logs only changes.
@@ -213,6 +216,23 @@ impl SnapshotStore {
             .expect("no code panics holding this lock")
     }
 
+    /// Records a listing of instances; `found` is `None` when it failed.
+    pub fn record_discovery(&self, account: &str, region: &str, found: Option<usize>) {
+        let key = (account.to_string(), region.to_string());
+        self.discovery
+            .write()
+            .expect("no code panics holding this lock")
+            .insert(key, found);
+        self.changed();
+    }
+
+    pub fn discovery(&self) -> BTreeMap<(String, String), Option<usize>> {
+        self.discovery
+            .read()
+            .expect("no code panics holding this lock")
+            .clone()
+    }
+
     pub fn set_interval(&self, interval: Duration) {
         *self
             .interval
@@ -257,6 +277,7 @@ mod tests {
     fn instance(id: &str) -> Instance {
         Instance {
             id: id.into(),
+            account: "default".into(),
             region: "ap-guangzhou".into(),
             name: None,
             labels: BTreeMap::new(),

@@ -197,7 +197,7 @@ fn metrics_show_exact_figures_for_every_kind_of_instance() {
         age >= before_scrape - (now - HOUR) as f64 && age <= after_scrape - (now - HOUR) as f64,
         "age {age}"
     );
-    let info = "tencentcloud_redis_instance_info{instance_id=\"crs-fresh001\",region=\"ap-guangzhou\",instance_name=\"orders-cache\",team=\"payments\"}";
+    let info = "tencentcloud_redis_instance_info{instance_id=\"crs-fresh001\",region=\"ap-guangzhou\",instance_name=\"orders-cache\",account=\"default\",team=\"payments\"}";
     assert_eq!(m.get(info), Some(1.0), "{}", m.text);
 
     // A stale instance: the newest completed backup is three days old.

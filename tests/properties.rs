@@ -1216,8 +1216,12 @@ struct GenInstance {
     max_age: Option<(u64, &'static str)>,
 }
 
+/// Durations up to a year, the longest the config takes.
 fn durations() -> impl Strategy<Value = (u64, &'static str)> {
-    (1u64..10_000, select(&["s", "m", "h"][..]))
+    (1u64..10_000, select(&["s", "m", "h"][..])).prop_map(|(n, unit)| match unit {
+        "h" => (n.min(366 * 24), unit),
+        _ => (n, unit),
+    })
 }
 
 fn seconds((n, unit): (u64, &str)) -> Duration {
@@ -1482,6 +1486,7 @@ fn raw_configs() -> impl Strategy<Value = RawConfig> {
             defaults: RawDefaults { max_backup_age },
             credentials,
             instances,
+            ..RawConfig::default()
         },
     )
 }

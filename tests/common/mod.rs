@@ -55,15 +55,33 @@ pub struct Exporter {
     child: Option<Child>,
     pub address: SocketAddr,
     pub log: PathBuf,
+    /// Where standard output goes, when it is kept.
+    pub stdout: Option<PathBuf>,
 }
 
 impl Exporter {
     /// Starts the binary with `args` plus a free listen address; stderr goes
     /// to `log` inside `dir`.
     pub fn start(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, args, env, false)
+    }
+
+    /// As [`Exporter::start`], and keeps standard output in a file beside
+    /// the log, so that a test can read everything the process wrote.
+    pub fn start_keeping_stdout(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, args, env, true)
+    }
+
+    fn spawn(dir: &TempDir, args: &[&str], env: &[(&str, &str)], is_stdout_kept: bool) -> Self {
         let address = free_port();
         let log = dir.0.join(format!("exporter-{}.log", address.port()));
         let stderr = std::fs::File::create(&log).expect("log file can be made");
+        let stdout_path = dir.0.join(format!("exporter-{}.out", address.port()));
+        let stdout = if is_stdout_kept {
+            Stdio::from(std::fs::File::create(&stdout_path).expect("stdout file can be made"))
+        } else {
+            Stdio::null()
+        };
         let mut command = Command::new(BINARY);
         command
             .args(args)
@@ -73,14 +91,29 @@ impl Exporter {
             .env_remove("TENCENTCLOUD_SECRET_KEY")
             .env("HOME", &dir.0)
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         let child = command.spawn().expect("the exporter binary starts");
         Exporter {
             child: Some(child),
             address,
             log,
+            stdout: is_stdout_kept.then_some(stdout_path),
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The resident memory of the process, in KiB, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -187,7 +220,21 @@ pub fn post(url: &str) -> Option<(u16, String)> {
     request("POST", url)
 }
 
+/// A POST with a JSON body, as [`get`].
+pub fn post_json(url: &str, body: &str) -> Option<(u16, String)> {
+    request_with_body("POST", url, body)
+}
+
+/// A DELETE without a body, as [`get`].
+pub fn delete(url: &str) -> Option<(u16, String)> {
+    request("DELETE", url)
+}
+
 fn request(method: &str, url: &str) -> Option<(u16, String)> {
+    request_with_body(method, url, "")
+}
+
+fn request_with_body(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = match rest.split_once('/') {
         Some((host, path)) => (host, format!("/{path}")),
@@ -197,7 +244,10 @@ fn request(method: &str, url: &str) -> Option<(u16, String)> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
+    let length = body.len();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n{body}"
+    );
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
