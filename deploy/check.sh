@@ -137,7 +137,7 @@ check_scripts() {
 check_dockerfile() {
     "$VENV/bin/hadolint" --version
     "$VENV/bin/hadolint" --no-color deploy/docker/Dockerfile
-    # What hadolint does not look at: the promises of USERS.md.
+    # What hadolint does not look at: the promises the README makes of the image.
     # Continuation lines are joined first, so that each instruction is one line.
     local dockerfile="$scratch/Dockerfile.joined" ok=0
     sed -e ':a' -e '/\\$/{N;s/\\\n[[:space:]]*/ /;ba' -e '}' deploy/docker/Dockerfile > "$dockerfile"

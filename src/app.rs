@@ -36,10 +36,7 @@ pub struct WebOptions {
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "cannot listen on {address}: {cause}; \
-         fix: free the port or choose another --web.listen-address"
-    )]
+    #[error("cannot listen on {address}: {cause}; fix: {}", listen_fix(cause))]
     Listen {
         address: String,
         cause: std::io::Error,
@@ -48,6 +45,15 @@ pub enum StartError {
     WebConfig(#[from] WebConfigError),
     #[error("{0}")]
     Credentials(String),
+}
+
+/// What to do when the listen address cannot be bound.
+fn listen_fix(cause: &std::io::Error) -> &'static str {
+    match cause.kind() {
+        std::io::ErrorKind::AddrInUse => "free the port or choose another --web.listen-address",
+        std::io::ErrorKind::PermissionDenied => "use a port above 1023, or grant the capability",
+        _ => "write --web.listen-address as HOST:PORT (127.0.0.1:9887, [::]:9887) or :PORT",
+    }
 }
 
 /// Where a reload reads the configuration from, and which share of it this

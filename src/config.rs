@@ -331,7 +331,8 @@ pub fn read(path: &Path) -> Result<RawConfig, ConfigError> {
 fn load_error(file: &str, err: config::ConfigError) -> ConfigError {
     let text = hide_values(&err.to_string());
     let fix = if text.contains("unknown field") {
-        "correct the key's spelling; config.example.yaml lists every key"
+        "correct the key's spelling, in the file or in a CRS_EXPORTER__ environment \
+         variable; config.example.yaml lists every key"
     } else if text.contains("invalid type") || text.contains("invalid value") {
         "give the key a value of the type config.example.yaml shows"
     } else {
