@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{simple_scenario, start_simulator, Exporter, Metrics, TempDir, SECRET_ID, SECRET_KEY};
 use crs_backup_exporter::simulator::inventory::Listing;
@@ -20,23 +20,6 @@ fn tagged(pairs: &[(&str, &str)], status: i64) -> Listing {
         status,
         project_id: 0,
         tags,
-    }
-}
-
-fn wait_for(exporter: &Exporter, within: Duration, is_done: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + within;
-    loop {
-        let m = exporter.scrape();
-        if is_done(&m) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not reached; scrape:\n{}\nlog:\n{}",
-            m.text,
-            exporter.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -79,7 +62,7 @@ fn discovery_finds_tagged_live_instances_and_drops_those_that_leave() {
     let mut exporter = Exporter::start(&dir, &["--config.file", &config], &[]);
     exporter.wait_ready(Duration::from_secs(30));
 
-    let m = wait_for(&exporter, Duration::from_secs(20), |m| {
+    let m = exporter.wait_for(Duration::from_secs(20), |m| {
         polled(m, "crs-found001") && polled(m, "crs-listed01")
     });
     for absent in ["crs-isolat01", "crs-devtag01", "crs-skipme01"] {
@@ -101,7 +84,7 @@ fn discovery_finds_tagged_live_instances_and_drops_those_that_leave() {
 
     // The instance is isolated: the next listing drops it and its series.
     sim.set_listing("crs-found001", tagged(&[("env", "prod")], -2));
-    let m = wait_for(&exporter, Duration::from_secs(25), |m| {
+    let m = exporter.wait_for(Duration::from_secs(25), |m| {
         !m.text.contains("crs-found001")
     });
     assert!(polled(&m, "crs-listed01"), "instances listed by hand stay");

@@ -400,7 +400,7 @@ fn failed_poll_keeps_the_last_good_figures_and_recovers() {
     let (id, gz) = ("crs-fresh001", "ap-guangzhou");
 
     sim.set_instance_error(id, Some("InternalError.InternalError"));
-    let m = wait_for(&exporter, |m| {
+    let m = exporter.wait_for(Duration::from_secs(20), |m| {
         m.instance("tencentcloud_redis_backup_poll_success", id, gz, "") == Some(0.0)
     });
     assert_eq!(
@@ -455,7 +455,7 @@ fn failed_poll_keeps_the_last_good_figures_and_recovers() {
     );
 
     sim.set_instance_error(id, None);
-    wait_for(&exporter, |m| {
+    exporter.wait_for(Duration::from_secs(20), |m| {
         m.instance("tencentcloud_redis_backup_poll_success", id, gz, "") == Some(1.0)
     });
     let log = exporter.log_text();
@@ -593,7 +593,7 @@ fn secrets_never_appear_in_logs_or_metrics() {
     );
     exporter.wait_ready(Duration::from_secs(30));
     sim.set_instance_error("crs-fresh001", Some("AuthFailure.SignatureFailure"));
-    wait_for(&exporter, |m| {
+    exporter.wait_for(Duration::from_secs(20), |m| {
         m.instance(
             "tencentcloud_redis_backup_poll_success",
             "crs-fresh001",
@@ -617,22 +617,4 @@ fn version_flag_prints_version_and_revision() {
         stdout.contains(env!("CARGO_PKG_VERSION")) && stdout.contains("revision"),
         "{stdout}"
     );
-}
-
-/// Scrapes until `is_done` holds, for at most 20 seconds.
-fn wait_for(exporter: &Exporter, is_done: impl Fn(&common::Metrics) -> bool) -> common::Metrics {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = exporter.scrape();
-        if is_done(&m) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached; last scrape:\n{}\nlog:\n{}",
-            m.text,
-            exporter.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

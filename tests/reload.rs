@@ -4,32 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    get, post, simple_scenario, start_simulator, write_config, Exporter, Metrics, TempDir,
-    SECRET_KEY,
+    get, post, simple_scenario, start_simulator, write_config, Exporter, TempDir, SECRET_KEY,
 };
 
 const GZ: &str = "ap-guangzhou";
 const RELOAD_OK: &str = "tencentcloud_redis_backup_exporter_config_last_reload_successful";
-
-fn wait_for(exporter: &Exporter, is_done: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = exporter.scrape();
-        if is_done(&m) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not reached; scrape:\n{}\nlog:\n{}",
-            m.text,
-            exporter.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn post_reload_polls_new_instances_and_drops_removed_ones() {
@@ -55,7 +37,7 @@ fn post_reload_polls_new_instances_and_drops_removed_ones() {
     );
 
     // The new instance is polled at once, not an hour later.
-    let m = wait_for(&exporter, |m| {
+    let m = exporter.wait_for(Duration::from_secs(20), |m| {
         m.instance(
             "tencentcloud_redis_backup_poll_success",
             "crs-reload03",
@@ -161,7 +143,7 @@ fn sighup_reloads_and_picks_up_a_rotated_secret_key_file() {
         .status()
         .unwrap()
         .success());
-    wait_for(&exporter, |m| {
+    exporter.wait_for(Duration::from_secs(20), |m| {
         m.instance(
             "tencentcloud_redis_backup_poll_success",
             "crs-rotate01",

@@ -151,6 +151,25 @@ impl Exporter {
         Metrics::parse(&body)
     }
 
+    /// Scrapes until `is_done` holds; fails with the last scrape and the
+    /// log when `within` passes first.
+    pub fn wait_for(&self, within: Duration, is_done: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.scrape();
+            if is_done(&m) {
+                return m;
+            }
+            let log = self.log_text();
+            assert!(
+                Instant::now() < deadline,
+                "not reached; scrape:\n{}\nlog:\n{log}",
+                m.text
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
