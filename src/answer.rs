@@ -47,6 +47,8 @@ pub fn backup_page(
     let present = |key: &str| response.get(key).filter(|v| !v.is_null());
     let list = present("BackupSet").or_else(|| present("RedisBackupSet"));
     let backups = match list {
+        // An entry that is not an object is an odd backup: it counts as
+        // `unknown`, so that the count still matches the list.
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| parse_backup(item, offset))

@@ -7,6 +7,7 @@
 //! moment of the scrape. The prometheus crate's types and text encoder do
 //! the rest.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -33,7 +34,13 @@ pub struct ApiMetrics {
     budget: GaugeVec,
     admitted: IntCounterVec,
     waited: CounterVec,
+    /// The `code` values in use: the server names them, so their number is
+    /// capped to keep the series bounded whatever it sends.
+    codes: Arc<Mutex<HashSet<String>>>,
 }
+
+/// The most distinct `code` values; later new ones count as `other`.
+const MAX_CODES: usize = 64;
 
 impl ApiMetrics {
     fn new(registry: &Registry) -> prometheus::Result<Self> {
@@ -79,17 +86,28 @@ impl ApiMetrics {
         registry.register(Box::new(budget.clone()))?;
         registry.register(Box::new(admitted.clone()))?;
         registry.register(Box::new(waited.clone()))?;
+        let codes = Arc::default();
         Ok(ApiMetrics {
             requests,
             duration,
             budget,
             admitted,
             waited,
+            codes,
         })
     }
 
     /// Counts one answer (or failure) and how long it took.
     pub fn observe_request(&self, action: &str, code: &str, seconds: f64) {
+        let code = {
+            let mut codes = self.codes.lock().expect("no code panics holding this lock");
+            if codes.contains(code) || codes.len() < MAX_CODES {
+                codes.insert(code.to_string());
+                code
+            } else {
+                "other"
+            }
+        };
         self.requests.with_label_values(&[action, code]).inc();
         self.duration.with_label_values(&[action]).observe(seconds);
     }
