@@ -559,3 +559,60 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair.set_value(value.to_string());
     pair
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> f64 {
+        1_000_000.0
+    }
+
+    #[test]
+    fn error_codes_from_the_server_cannot_grow_the_series_without_bound() {
+        let metrics = Metrics::new(Arc::new(SnapshotStore::default()), now);
+        for n in 0..100 {
+            metrics
+                .api
+                .observe_request("DescribeInstanceBackups", &format!("Odd.Code{n}"), 0.1);
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let codes = text
+            .lines()
+            .filter(|l| l.starts_with("tencentcloud_redis_api_requests_total{"))
+            .count();
+        assert_eq!(codes, MAX_CODES + 1, "{text}");
+        assert!(text.contains("code=\"other\"} 36"), "{text}");
+    }
+
+    #[test]
+    fn the_age_is_computed_at_each_scrape_from_a_prepared_rendering() {
+        let store = Arc::new(SnapshotStore::default());
+        let metrics = Metrics::new(Arc::clone(&store), now);
+        let instance = crate::config::Instance {
+            id: "crs-aaaaaaaa".into(),
+            account: "default".into(),
+            region: "ap-guangzhou".into(),
+            name: None,
+            labels: Default::default(),
+            max_backup_age: std::time::Duration::from_secs(60),
+        };
+        store.set_instances(&[instance]);
+        let mut builder = crate::backup::SummaryBuilder::default();
+        builder.add(&crate::backup::Backup {
+            id: Some("b".into()),
+            start_time: Some(999_000),
+            status: Some(2),
+            ..Default::default()
+        });
+        store.record_success("crs-aaaaaaaa", builder.finish(), 999_500.0);
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let age = "tencentcloud_redis_backup_last_success_age_seconds{instance_id=\"crs-aaaaaaaa\",region=\"ap-guangzhou\"} 1000";
+        assert!(text.contains(age), "{text}");
+        assert_eq!(
+            text.matches("# TYPE tencentcloud_redis_backups gauge")
+                .count(),
+            1
+        );
+    }
+}
