@@ -184,7 +184,8 @@ impl Fleet {
                     .insert((account.to_string(), region.to_string()), instances);
             }
             Err(err) => {
-                tracing::warn!(account, region, cause = %err, "listing instances failed; the last list stays");
+                let message = "listing instances failed; the last list stays";
+                tracing::warn!(account, region, cause = %err, "{message}");
                 self.store.record_discovery(account, region, None);
             }
         }
@@ -213,7 +214,8 @@ impl Fleet {
             .filter(|i| !before.contains(&i.id))
             .collect();
         for instance in &added {
-            tracing::info!(instance_id = %instance.id, account = %instance.account, "instance added");
+            let (instance_id, account) = (&instance.id, &instance.account);
+            tracing::info!(%instance_id, %account, "instance added");
         }
         added
     }
@@ -243,7 +245,7 @@ async fn obtain(account: &Account) -> Result<Obtained, String> {
     match resolved {
         Resolved::Keys(credential, source) => {
             let (name, id) = (&account.name, &credential.secret_id);
-            tracing::info!(account = %name, credentials = %source, secret_id = %id, "credentials found");
+            tracing::info!(account = %name, credentials = %source, secret_id = %id, "credentials in use");
             Ok(Obtained {
                 credential,
                 renewal: None,
@@ -260,7 +262,8 @@ async fn obtain(account: &Account) -> Result<Obtained, String> {
                 )
                 })?;
             let expires_at = issued.expires_at;
-            tracing::info!(account = %account.name, %source, expires_at, "temporary credentials obtained");
+            let name = &account.name;
+            tracing::info!(account = %name, %source, expires_at, "temporary credentials obtained");
             Ok(Obtained {
                 credential: issued.credential,
                 renewal: Some((source, expires_at)),

@@ -607,7 +607,10 @@ mod tests {
         });
         store.record_success("crs-aaaaaaaa", builder.finish(), 999_500.0);
         let text = String::from_utf8(metrics.render()).unwrap();
-        let age = "tencentcloud_redis_backup_last_success_age_seconds{instance_id=\"crs-aaaaaaaa\",region=\"ap-guangzhou\"} 1000";
+        let age = concat!(
+            "tencentcloud_redis_backup_last_success_age_seconds",
+            "{instance_id=\"crs-aaaaaaaa\",region=\"ap-guangzhou\"} 1000"
+        );
         assert!(text.contains(age), "{text}");
         assert_eq!(
             text.matches("# TYPE tencentcloud_redis_backups gauge")

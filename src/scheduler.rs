@@ -92,15 +92,17 @@ impl Scheduler {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => return,
                 }
-                let is_free = in_flight.lock().expect("no code panics holding this lock").insert(instance.id.clone());
+                let lock = || in_flight.lock().expect("no code panics holding this lock");
+                let is_free = lock().insert(instance.id.clone());
                 // An account removed by a reload meanwhile has no client.
                 match fleet.client(&instance.account) {
                     Some(client) if is_free => {
                         poll(&client, &store, &instance).await;
-                        in_flight.lock().expect("no code panics holding this lock").remove(&instance.id);
+                        lock().remove(&instance.id);
                     }
                     _ if !is_free => {
-                        tracing::debug!(instance_id = %instance.id, "the previous poll still runs; skipped");
+                        let instance_id = &instance.id;
+                        tracing::debug!(%instance_id, "the previous poll still runs; skipped");
                     }
                     _ => {}
                 }

@@ -227,17 +227,19 @@ pub async fn keep_fresh(
         }
         match fetch(&source, &http).await {
             Ok(fresh) => {
-                tracing::info!(%source, expires_at = fresh.expires_at, "temporary credentials renewed");
                 expires_at = fresh.expires_at;
+                tracing::info!(%source, expires_at, "temporary credentials renewed");
                 cell.set(fresh.credential);
                 next = renew_at(unix_now(), expires_at);
             }
             Err(cause) => {
                 let remaining = expires_at - unix_now();
                 if remaining > 0 {
-                    tracing::warn!(%source, %cause, remaining_seconds = remaining, "renewing credentials failed; the current ones stay in use");
+                    let message = "renewing credentials failed; the current ones stay in use";
+                    tracing::warn!(%source, %cause, remaining_seconds = remaining, "{message}");
                 } else {
-                    tracing::error!(%source, %cause, "renewing credentials failed and the current ones have expired");
+                    let message = "renewing credentials failed and the current ones have expired";
+                    tracing::error!(%source, %cause, "{message}");
                 }
                 // Try again soon, and before the current ones run out.
                 let retry = RETRY_AFTER.as_secs() as i64;
@@ -273,7 +275,9 @@ mod tests {
 
     #[test]
     fn answers_without_every_field_give_no_credentials() {
-        let full = serde_json::json!({"TmpSecretId": "AKIDt", "TmpSecretKey": "k", "Token": "t", "ExpiredTime": 5});
+        let full = serde_json::json!({
+            "TmpSecretId": "AKIDt", "TmpSecretKey": "k", "Token": "t", "ExpiredTime": 5
+        });
         assert_eq!(issued(&full, &full).map(|i| i.expires_at), Some(5));
         let partial = serde_json::json!({"TmpSecretId": "AKIDt", "ExpiredTime": 5});
         assert!(issued(&partial, &partial).is_none());

@@ -351,7 +351,8 @@ impl WebConfigWatcher {
                 tracing::info!(file = %path.display(), "web config reloaded");
             }
             Err(err) => {
-                tracing::error!(cause = %err, "web config not reloaded; the previous one stays in force")
+                let message = "web config not reloaded; the previous one stays in force";
+                tracing::error!(cause = %err, "{message}")
             }
         }
     }
