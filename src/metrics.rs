@@ -7,9 +7,10 @@
 //! moment of the scrape. The prometheus crate's types and text encoder do
 //! the rest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
@@ -101,7 +102,9 @@ impl ApiMetrics {
     pub fn observe_request(&self, action: &str, code: &str, seconds: f64) {
         let code = {
             let mut codes = self.codes.lock().expect("no code panics holding this lock");
-            if codes.contains(code) || codes.len() < MAX_CODES {
+            if codes.contains(code) {
+                code
+            } else if codes.len() < MAX_CODES {
                 codes.insert(code.to_string());
                 code
             } else {
@@ -143,14 +146,17 @@ pub struct Metrics {
     pub api: ApiMetrics,
     store: Arc<SnapshotStore>,
     now: fn() -> f64,
-    prepared: Mutex<Prepared>,
+    prepared: Mutex<Arc<Prepared>>,
+    /// Each instance's rendered lines, by instance ID.
+    cache: Mutex<HashMap<String, InstanceText>>,
 }
 
 /// The rendering of one version of the snapshot.
 #[derive(Default)]
 struct Prepared {
     version: Option<u64>,
-    text: Vec<u8>,
+    /// Shared by every scrape of this version, never copied.
+    text: Bytes,
     /// The label set of each age series, and the start time it counts from.
     ages: Vec<(String, f64)>,
 }
@@ -178,32 +184,51 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let prepared = Mutex::new(Prepared::default());
+        let prepared = Mutex::new(Arc::new(Prepared::default()));
+        let cache = Mutex::new(HashMap::new());
         Ok(Metrics {
             registry,
             api,
             store,
             now,
             prepared,
+            cache,
         })
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    /// The text exposition of every metric, in pieces to send one after
+    /// the other: the prepared part is shared, not copied, so concurrent
+    /// scrapes cost little memory.
+    pub fn render(&self) -> Vec<Bytes> {
+        let prepared = self.prepared();
+        let mut own = Vec::with_capacity(8192);
+        encode(&self.registry.gather(), &mut own);
+        let mut ages = Vec::with_capacity(prepared.ages.len() * 100);
+        write_ages(&mut ages, &prepared.ages, (self.now)());
+        vec![Bytes::from(own), prepared.text.clone(), Bytes::from(ages)]
+    }
+
+    /// The rendering of the snapshot as it is now; made again only when the
+    /// snapshot changed. The lock is held only while it is made, so that
+    /// scrapes of an unchanged snapshot never wait on each other.
+    fn prepared(&self) -> Arc<Prepared> {
         let mut prepared = self
             .prepared
             .lock()
             .expect("no code panics holding this lock");
         let version = self.store.version();
         if prepared.version != Some(version) {
-            *prepared = prepare(&self.store);
-            prepared.version = Some(version);
+            let mut cache = self.cache.lock().expect("no code panics holding this lock");
+            let mut fresh = prepare(&self.store, &mut cache);
+            fresh.version = Some(version);
+            *prepared = Arc::new(fresh);
         }
-        let mut out = Vec::with_capacity(prepared.text.len() + prepared.ages.len() * 100 + 8192);
-        encode(&self.registry.gather(), &mut out);
-        out.extend_from_slice(&prepared.text);
-        write_ages(&mut out, &prepared.ages, (self.now)());
-        out
+        Arc::clone(&prepared)
+    }
+
+    /// The whole exposition in one buffer, for tests and benchmarks.
+    pub fn render_text(&self) -> Vec<u8> {
+        self.render().concat()
     }
 }
 
@@ -215,19 +240,25 @@ fn encode(families: &[MetricFamily], out: &mut Vec<u8>) {
     }
 }
 
-/// Renders everything the snapshot holds but the ages.
-fn prepare(store: &SnapshotStore) -> Prepared {
-    let mut families = Families::new();
+/// Renders everything the snapshot holds but the ages; instances whose
+/// state did not change since the last time reuse their lines.
+fn prepare(store: &SnapshotStore, cache: &mut HashMap<String, InstanceText>) -> Prepared {
+    let mut by_family: Vec<String> = vec![String::new(); INSTANCE_FAMILIES.len()];
     let mut ages = Vec::new();
     let mut pages: Vec<(String, u64)> = Vec::new();
     let count = store.with_instances(|instances| {
-        for state in instances.values() {
-            add_instance(&mut families, state);
-            let backups = state.summary.as_ref().map_or(0, |s| s.total());
-            pages.push((
-                state.instance.region.clone(),
-                backups.div_ceil(PAGE_LIMIT).max(1),
-            ));
+        cache.retain(|id, _| instances.contains_key(id));
+        for (id, state) in instances {
+            let is_stale = cache
+                .get(id)
+                .is_none_or(|text| text.generation != state.generation);
+            if is_stale {
+                cache.insert(id.clone(), render_instance(state));
+            }
+            let text = &cache[id];
+            for (family, lines) in by_family.iter_mut().zip(&text.lines) {
+                family.push_str(lines);
+            }
             if let Some(newest) = state.summary.as_ref().and_then(|s| s.newest_completed) {
                 let labels = format!(
                     "{{instance_id=\"{}\",region=\"{}\"}}",
@@ -236,9 +267,47 @@ fn prepare(store: &SnapshotStore) -> Prepared {
                 );
                 ages.push((labels, newest.start_time as f64));
             }
+            let backups = state.summary.as_ref().map_or(0, |s| s.total());
+            pages.push((
+                state.instance.region.clone(),
+                backups.div_ceil(PAGE_LIMIT).max(1),
+            ));
         }
         instances.len()
     });
+
+    let mut text = Vec::with_capacity(by_family.iter().map(String::len).sum::<usize>() + 8192);
+    for (family, lines) in INSTANCE_FAMILIES.iter().zip(&by_family) {
+        if !lines.is_empty() {
+            let kind = if family.kind() == MetricType::COUNTER {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let header = format!(
+                "# HELP {0} {1}\n# TYPE {0} {kind}\n",
+                family.name(),
+                family.help()
+            );
+            text.extend_from_slice(header.as_bytes());
+            text.extend_from_slice(lines.as_bytes());
+        }
+    }
+    encode(&exporter_families(store, count, &pages), &mut text);
+    Prepared {
+        version: None,
+        text: Bytes::from(text),
+        ages,
+    }
+}
+
+/// The families about the exporter itself rather than one instance.
+fn exporter_families(
+    store: &SnapshotStore,
+    count: usize,
+    pages: &[(String, u64)],
+) -> Vec<MetricFamily> {
+    let mut families = Families::new();
     let pages = pages
         .iter()
         .map(|(region, count)| (region.as_str(), *count));
@@ -273,19 +342,11 @@ fn prepare(store: &SnapshotStore) -> Prepared {
         if reload.is_last_ok { 1.0 } else { 0.0 },
     );
     families.push(Family::ReloadSuccessAt, vec![], reload.last_success_at);
-
-    let filled: Vec<MetricFamily> = families
+    families
         .0
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())
-        .collect();
-    let mut text = Vec::new();
-    encode(&filled, &mut text);
-    Prepared {
-        version: None,
-        text,
-        ages,
-    }
+        .collect()
 }
 
 /// Writes the age family for `now`, from the prepared label sets.
@@ -470,64 +531,117 @@ impl Families {
     }
 }
 
-/// Adds one instance's series.
-fn add_instance(families: &mut Families, state: &InstanceState) {
+/// The families with one or more series per instance, in the order they
+/// are written.
+const INSTANCE_FAMILIES: [Family; 10] = [
+    Family::Backups,
+    Family::BackupsLocked,
+    Family::LastSuccessTimestamp,
+    Family::LastSuccessSize,
+    Family::OldestInProgressStart,
+    Family::MaxAge,
+    Family::PollSuccess,
+    Family::PollLastSuccess,
+    Family::PollErrors,
+    Family::InstanceInfo,
+];
+
+/// One instance's lines of each of [`INSTANCE_FAMILIES`], kept until the
+/// instance's state changes.
+struct InstanceText {
+    generation: u64,
+    lines: [String; INSTANCE_FAMILIES.len()],
+}
+
+/// Writes one instance's series. These lines are written here rather than
+/// through the prometheus crate's encoder because with thousands of
+/// instances building its objects for every change cost far more time and
+/// memory than the text itself (see BENCHMARKS.md); the format is the
+/// plain `name{labels} value` line.
+fn render_instance(state: &InstanceState) -> InstanceText {
     let instance = &state.instance;
-    let base = vec![
-        label("instance_id", &instance.id),
-        label("region", &instance.region),
+    let base = [
+        ("instance_id", instance.id.as_str()),
+        ("region", instance.region.as_str()),
     ];
-    let with = |name: &str, value: &str| {
-        let mut labels = base.clone();
-        labels.push(label(name, value));
-        labels
+    let mut lines: [String; INSTANCE_FAMILIES.len()] = Default::default();
+    let mut put = |family: Family, extra: &[(&str, &str)], value: f64| {
+        let at = INSTANCE_FAMILIES
+            .iter()
+            .position(|f| *f == family)
+            .expect("a per-instance family");
+        write_line(&mut lines[at], family.name(), &base, extra, value);
     };
     if let Some(summary) = &state.summary {
         for bucket in StatusBucket::ALL {
-            families.push(
+            put(
                 Family::Backups,
-                with("status", bucket.label()),
+                &[("status", bucket.label())],
                 summary.count(bucket) as f64,
             );
         }
-        families.push(Family::BackupsLocked, base.clone(), summary.locked as f64);
+        put(Family::BackupsLocked, &[], summary.locked as f64);
         if let Some(newest) = summary.newest_completed {
-            let start = newest.start_time as f64;
-            families.push(Family::LastSuccessTimestamp, base.clone(), start);
+            put(Family::LastSuccessTimestamp, &[], newest.start_time as f64);
             if let Some(size) = newest.size_bytes {
-                families.push(Family::LastSuccessSize, base.clone(), size as f64);
+                put(Family::LastSuccessSize, &[], size as f64);
             }
         }
         if let Some(start) = summary.oldest_in_progress_start {
-            families.push(Family::OldestInProgressStart, base.clone(), start as f64);
+            put(Family::OldestInProgressStart, &[], start as f64);
         }
     }
-    families.push(
-        Family::MaxAge,
-        base.clone(),
-        instance.max_backup_age.as_secs_f64(),
-    );
+    put(Family::MaxAge, &[], instance.max_backup_age.as_secs_f64());
     if let Some(is_ok) = state.is_last_poll_ok {
-        families.push(
-            Family::PollSuccess,
-            base.clone(),
-            if is_ok { 1.0 } else { 0.0 },
-        );
+        put(Family::PollSuccess, &[], if is_ok { 1.0 } else { 0.0 });
     }
     if let Some(at) = state.last_success_at {
-        families.push(Family::PollLastSuccess, base.clone(), at);
+        put(Family::PollLastSuccess, &[], at);
     }
     for reason in FailureReason::ALL {
-        families.push(
+        put(
             Family::PollErrors,
-            with("reason", reason.label()),
+            &[("reason", reason.label())],
             state.errors[reason.index()] as f64,
         );
     }
-    let mut info = with("instance_name", instance.name.as_deref().unwrap_or(""));
-    info.push(label("account", &instance.account));
-    info.extend(instance.labels.iter().map(|(k, v)| label(k, v)));
-    families.push(Family::InstanceInfo, info, 1.0);
+    let name = instance.name.as_deref().unwrap_or("");
+    let mut info = vec![
+        ("instance_name", name),
+        ("account", instance.account.as_str()),
+    ];
+    info.extend(
+        instance
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    put(Family::InstanceInfo, &info, 1.0);
+    InstanceText {
+        generation: state.generation,
+        lines,
+    }
+}
+
+/// Appends `name{labels} value` to `out`.
+fn write_line(
+    out: &mut String,
+    name: &str,
+    base: &[(&str, &str)],
+    extra: &[(&str, &str)],
+    value: f64,
+) {
+    use std::fmt::Write;
+    out.push_str(name);
+    out.push('{');
+    for (index, (key, label_value)) in base.iter().chain(extra).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{key}=\"{}\"", escape(label_value));
+    }
+    let _ = writeln!(out, "}} {value}");
 }
 
 fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
@@ -576,7 +690,7 @@ mod tests {
                 .api
                 .observe_request("DescribeInstanceBackups", &format!("Odd.Code{n}"), 0.1);
         }
-        let text = String::from_utf8(metrics.render()).unwrap();
+        let text = String::from_utf8(metrics.render_text()).unwrap();
         let codes = text
             .lines()
             .filter(|l| l.starts_with("tencentcloud_redis_api_requests_total{"))
@@ -606,7 +720,7 @@ mod tests {
             ..Default::default()
         });
         store.record_success("crs-aaaaaaaa", builder.finish(), 999_500.0);
-        let text = String::from_utf8(metrics.render()).unwrap();
+        let text = String::from_utf8(metrics.render_text()).unwrap();
         let age = concat!(
             "tencentcloud_redis_backup_last_success_age_seconds",
             "{instance_id=\"crs-aaaaaaaa\",region=\"ap-guangzhou\"} 1000"

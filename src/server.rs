@@ -1,16 +1,18 @@
 //! The HTTP server: `/metrics` from the snapshot, the health endpoints, and
 //! a small landing page. No request here ever calls the cloud API.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -156,7 +158,7 @@ async fn handle(
     config: Arc<WebConfig>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Chunks>, Infallible> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     tracing::debug!(%method, path, %peer, "request");
 
@@ -183,7 +185,16 @@ async fn handle(
         ));
     }
     let response = if path == state.telemetry_path {
-        let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+        // Preparing a large snapshot takes a while: keep it off the threads
+        // that serve requests and run polls.
+        let metrics = Arc::clone(&state.metrics);
+        let Ok(pieces) = tokio::task::spawn_blocking(move || metrics.render()).await else {
+            return Ok(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the metrics failed\n",
+            ));
+        };
+        let mut response = Response::new(Chunks(pieces.into()));
         let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
         response.headers_mut().insert(CONTENT_TYPE, kind);
         response
@@ -206,7 +217,7 @@ async fn handle(
     Ok(response)
 }
 
-async fn reload(state: &WebState, method: &Method) -> Response<Full<Bytes>> {
+async fn reload(state: &WebState, method: &Method) -> Response<Chunks> {
     if *method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "reload with POST\n");
     }
@@ -222,8 +233,8 @@ async fn reload(state: &WebState, method: &Method) -> Response<Full<Bytes>> {
     }
 }
 
-fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn owned_text(status: StatusCode, body: String) -> Response<Chunks> {
+    let mut response = Response::new(Chunks::from(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -232,8 +243,8 @@ fn owned_text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Chunks> {
+    let mut response = Response::new(Chunks::from(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -242,7 +253,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn landing_page(telemetry_path: &str) -> Response<Full<Bytes>> {
+fn landing_page(telemetry_path: &str) -> Response<Chunks> {
     let path = html_escape(telemetry_path);
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>crs-backup-exporter</title></head><body>\n\
@@ -255,7 +266,7 @@ fn landing_page(telemetry_path: &str) -> Response<Full<Bytes>> {
          <li>POST /-/reload: read the configuration file again</li>\n\
          </ul>\n</body></html>\n"
     );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Chunks::from(Bytes::from(body)));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -268,4 +279,33 @@ fn html_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// A response body sent as a few pieces, without joining them first.
+pub struct Chunks(VecDeque<Bytes>);
+
+impl From<Bytes> for Chunks {
+    fn from(bytes: Bytes) -> Self {
+        Chunks(VecDeque::from([bytes]))
+    }
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|piece| Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|piece| piece.len() as u64).sum())
+    }
 }

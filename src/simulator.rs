@@ -32,6 +32,11 @@
 //! `wrong_types`, `wrong_field_types`, `lying_total {total}`,
 //! `throttle {share}`, `clock_skew {secs}`, `expired_token`.
 //!
+//! A request without an `InstanceId` (discovery's `DescribeInstances`) meets
+//! only the fault for every instance; the faults that reshape an answer
+//! (`wrong_types`, `wrong_field_types`, `lying_total`) reshape backup lists
+//! only.
+//!
 //! Note: the control endpoint has no authentication. It is meant for a
 //! simulator on 127.0.0.1, where only the machine's own users reach it.
 

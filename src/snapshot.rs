@@ -29,6 +29,9 @@ pub struct InstanceState {
     pub failing_since: Option<FailureReason>,
     /// Failed polls by reason, since the instance was configured.
     pub errors: [u64; FailureReason::ALL.len()],
+    /// Changes with every change of this state, so that its rendering can
+    /// be kept until then.
+    pub generation: u64,
 }
 
 impl InstanceState {
@@ -40,6 +43,7 @@ impl InstanceState {
             last_success_at: None,
             failing_since: None,
             errors: [0; FailureReason::ALL.len()],
+            generation: 0,
         }
     }
 }
@@ -108,7 +112,10 @@ impl SnapshotStore {
         for instance in instances {
             let state = match map.remove(&instance.id) {
                 Some(mut old) => {
-                    old.instance = instance.clone();
+                    if old.instance != *instance {
+                        old.instance = instance.clone();
+                        old.generation += 1;
+                    }
                     old
                 }
                 None => InstanceState::new(instance.clone()),
@@ -165,7 +172,10 @@ impl SnapshotStore {
             .expect("no code panics holding this lock");
         self.changed();
         // A poll of an instance removed by a reload while it ran is dropped.
-        map.get_mut(id).map_or(Transition::Unchanged, change)
+        map.get_mut(id).map_or(Transition::Unchanged, |state| {
+            state.generation += 1;
+            change(state)
+        })
     }
 
     /// Runs `read` over every instance's state, in ID order, under one lock.
