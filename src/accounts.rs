@@ -208,6 +208,11 @@ impl Fleet {
         }
         let before: BTreeSet<String> = self.store.instances().into_iter().map(|i| i.id).collect();
         let instances: Vec<Instance> = merged.into_values().collect();
+        if instances.is_empty() {
+            let message = "no instance to watch: check the instance list, discovery's \
+                           filters, the include and exclude patterns, and the shard";
+            tracing::warn!("{message}");
+        }
         self.store.set_instances(&instances);
         let added: Vec<Instance> = instances
             .into_iter()

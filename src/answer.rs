@@ -62,7 +62,7 @@ pub fn backup_page(
         }
         Some(other) => {
             return Err(AnswerError::Malformed(format!(
-                "the backup list is a {}, not an array",
+                "the backup list is {}, not an array",
                 type_name(other)
             )))
         }
@@ -226,11 +226,11 @@ fn is_true(value: &Value) -> bool {
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

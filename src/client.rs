@@ -168,12 +168,17 @@ impl ApiClient {
                 }
             })?;
             let received = page.backups.len() as u64;
-            page.backups.iter().for_each(|backup| {
-                builder.add(backup);
-            });
+            let added = page
+                .backups
+                .iter()
+                .filter(|backup| builder.add(backup))
+                .count();
             offset += PAGE_LIMIT;
             let is_short = received < PAGE_LIMIT;
-            if is_short || page.total_count.is_some_and(|total| offset >= total) {
+            // A full page of backups already counted means the list repeats
+            // itself, whatever TotalCount claims.
+            let is_repeat = added == 0;
+            if is_short || is_repeat || page.total_count.is_some_and(|total| offset >= total) {
                 return Ok(builder.finish());
             }
         }
@@ -286,9 +291,14 @@ impl ApiClient {
         opened.map_err(|err| match err {
             AnswerError::Api { code, message } => PollError {
                 reason: FailureReason::of_api_code(&code),
-                detail: match clock_skew_note(&code, server_date) {
-                    Some(note) => format!("{code}: {message} ({note})"),
-                    None => format!("{code}: {message}"),
+                detail: {
+                    // The server writes these; keep log lines a sane length.
+                    let code: String = code.chars().take(80).collect();
+                    let message: String = message.chars().take(300).collect();
+                    match clock_skew_note(&code, server_date) {
+                        Some(note) => format!("{code}: {message} ({note})"),
+                        None => format!("{code}: {message}"),
+                    }
                 },
             },
             AnswerError::Malformed(detail) => PollError {
@@ -466,6 +476,8 @@ pub fn redacted(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
     shown.to_string()
 }
 
@@ -477,8 +489,15 @@ fn transport_error(err: reqwest::Error) -> (PollError, String) {
     } else {
         "transport_other"
     };
-    // Without the URL: a proxy password in it must not reach the log.
-    let detail = format!("{kind}: {}", err.without_url());
+    // Without the URL: a proxy password in it must not reach the log. The
+    // causes below say what really happened (reset, refused, cut short).
+    let err = err.without_url();
+    let mut detail = format!("{kind}: {err}");
+    let mut cause = std::error::Error::source(&err);
+    while let Some(inner) = cause {
+        detail.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
     (
         PollError {
             reason: FailureReason::Transport,
@@ -537,7 +556,7 @@ mod tests {
 
     #[test]
     fn urls_in_log_lines_carry_no_password() {
-        let url = Url::parse("http://proxyuser:proxy-password@127.0.0.1:8080/x").unwrap();
+        let url = Url::parse("http://proxyuser:proxy-password@127.0.0.1:8080/x?token=t#f").unwrap();
         assert_eq!(redacted(&url), "http://127.0.0.1:8080/x");
     }
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
+
+use crate::client::redacted;
 use serde::Deserialize;
 use time::UtcOffset;
 
@@ -644,12 +646,29 @@ fn check_api(raw: &RawApi, err: &ErrFn<'_>) -> Result<ApiSettings, ConfigError> 
             "use a timeout such as 10s",
         ));
     }
+    if timeout > Duration::from_secs(300) {
+        return Err(err(
+            "api.timeout",
+            "is longer than 5m".into(),
+            "use a timeout such as 10s",
+        ));
+    }
     let max_pages = raw.max_pages.unwrap_or(defaults.max_pages);
-    if max_pages == 0 {
+    if max_pages == 0 || max_pages > 1000 {
+        let fix = "use 1 to 1000; 100 pages hold 10000 backups";
         return Err(err(
             "api.max_pages",
-            "is 0".into(),
-            "use 1 or more; 100 pages hold 10000 backups",
+            format!("{max_pages} is out of range"),
+            fix,
+        ));
+    }
+    let max_retries = raw.max_retries.unwrap_or(defaults.max_retries);
+    if max_retries > 10 {
+        let fix = "use 0 to 10; each retry waits longer, so more only delay the failure";
+        return Err(err(
+            "api.max_retries",
+            format!("{max_retries} is out of range"),
+            fix,
         ));
     }
     Ok(ApiSettings {
@@ -658,7 +677,7 @@ fn check_api(raw: &RawApi, err: &ErrFn<'_>) -> Result<ApiSettings, ConfigError> 
         rate_limit,
         utc_offset,
         timeout,
-        max_retries: raw.max_retries.unwrap_or(defaults.max_retries),
+        max_retries,
         max_pages,
     })
 }
@@ -973,14 +992,11 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 fn parse_endpoint(key: &str, text: &str, err: &ErrFn<'_>) -> Result<Url, ConfigError> {
     let fix = "write a URL such as https://redis.tencentcloudapi.com";
-    let url = Url::parse(text)
-        .map_err(|cause| err(key, format!("{text:?} is not a URL ({cause})"), fix))?;
+    // The value is not repeated: a URL may carry a password.
+    let url = Url::parse(text).map_err(|cause| err(key, format!("is not a URL ({cause})"), fix))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(err(
-            key,
-            format!("{text:?} is not an http or https URL with a host"),
-            fix,
-        ));
+        let problem = format!("{} is not an http or https URL with a host", redacted(&url));
+        return Err(err(key, problem, fix));
     }
     Ok(url)
 }

@@ -13,6 +13,9 @@ use reqwest::Url;
 use crate::config::RawCredentials;
 use crate::temporary::{TemporarySource, DEFAULT_METADATA_ENDPOINT, DEFAULT_STS_ENDPOINT};
 
+/// The longest secret file read: keys are 32 characters, tokens a few KB.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// A secret string that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -187,11 +190,23 @@ fn from_config(raw: &RawCredentials) -> Result<Credential, CredentialError> {
 /// Reads a secret from a file, as Kubernetes mounts them: surrounding white
 /// space (the trailing newline most editors add) is not part of the secret.
 pub fn read_secret_file(path: &Path) -> Result<String, CredentialError> {
+    use std::io::Read;
     let failure = |cause: String| CredentialError::SecretFile {
         path: path.display().to_string(),
         cause,
     };
-    let secret = std::fs::read_to_string(path).map_err(|err| failure(err.to_string()))?;
+    // A secret is short; reading at most a little more than the longest one
+    // keeps a wrong path (a device, a log file) from exhausting memory.
+    let mut secret = String::new();
+    let file = std::fs::File::open(path).map_err(|err| failure(err.to_string()))?;
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut secret)
+        .map_err(|err| failure(err.to_string()))?;
+    if secret.len() as u64 > MAX_SECRET_BYTES {
+        return Err(failure(format!(
+            "the file is larger than {MAX_SECRET_BYTES} bytes"
+        )));
+    }
     let secret = secret.trim();
     if secret.is_empty() {
         return Err(failure("the file is empty".into()));

@@ -82,7 +82,16 @@ async fn run_exporter(cli: &Cli, web: WebOptions) -> Result<(), String> {
     let shard = Shard::from_flags(cli.shard_index, cli.shard_count, hostname.as_deref())?;
     let config = config::load(&cli.config_file).map_err(|e| e.to_string())?;
     let all = config.instances.len();
+    let config_rate = config.api.rate_limit;
     let config = shard.apply(config);
+    if shard.count > config_rate {
+        tracing::warn!(
+            count = shard.count,
+            rate_limit = config_rate,
+            "more replicas than requests per second: each replica keeps 1 request a second, \
+             so together they exceed api.rate_limit; use fewer replicas or more keys"
+        );
+    }
     if shard.count > 1 {
         tracing::info!(
             index = shard.index,

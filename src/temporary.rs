@@ -24,6 +24,13 @@ pub const DEFAULT_METADATA_ENDPOINT: &str = "http://metadata.tencentyun.com";
 /// The STS service that exchanges web identity tokens.
 pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.tencentcloudapi.com";
 
+/// The largest answer read from the metadata service or STS: theirs are a
+/// few hundred bytes.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// How much of an error message from STS goes into a log line.
+const MAX_MESSAGE_CHARS: usize = 300;
+
 /// How long a renewal waits after a failed one.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -90,9 +97,12 @@ async fn from_instance_role(
         None => {
             let listing = get_text(http, &base).await?;
             let first = listing.lines().map(str::trim).find(|l| !l.is_empty());
-            first
-                .ok_or("the metadata service lists no role: attach a CAM role to the VM")?
-                .to_string()
+            let role =
+                first.ok_or("the metadata service lists no role: attach a CAM role to the VM")?;
+            if role.len() > 128 || !role.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("the metadata service listed something that is not a role name".into());
+            }
+            role.to_string()
         }
     };
     let answer: Value = serde_json::from_str(&get_text(http, &format!("{base}{role}")).await?)
@@ -146,9 +156,12 @@ async fn from_web_identity(
         .body(body.to_string())
         .send()
         .await
-        .map_err(|err| format!("STS at {sts}: {err}"))?;
-    let text = response
-        .text()
+        .map_err(|err| format!("STS at {sts}: {}", err.without_url()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("STS at {sts} answered HTTP {status}"));
+    }
+    let text = read_capped(response)
         .await
         .map_err(|err| format!("STS at {sts}: {err}"))?;
     let answer: Value = serde_json::from_str(&text)
@@ -162,6 +175,7 @@ async fn from_web_identity(
             .and_then(Value::as_str)
             .unwrap_or("unknown");
         let message = error.get("Message").and_then(Value::as_str).unwrap_or("");
+        let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
         return Err(format!("STS refused the exchange: {code}: {message}"));
     }
     let credentials = response
@@ -195,12 +209,32 @@ async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
         .get(url)
         .send()
         .await
-        .map_err(|err| format!("{url}: {err}"))?;
+        .map_err(|err| format!("{url}: {}", err.without_url()))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("{url} answered HTTP {status}"));
     }
-    response.text().await.map_err(|err| format!("{url}: {err}"))
+    read_capped(response)
+        .await
+        .map_err(|err| format!("{url}: {err}"))
+}
+
+/// Reads an answer of at most [`MAX_ANSWER_BYTES`] as text.
+async fn read_capped(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| err.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "the answer is not UTF-8 text".to_string())
 }
 
 /// When to renew credentials that expire at `expires_at`, issued `now`:
@@ -258,6 +292,9 @@ pub async fn keep_fresh(
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        // Neither service redirects; following one would hand the web
+        // identity token to another host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("the HTTP client starts")
 }
