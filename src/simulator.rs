@@ -303,6 +303,23 @@ impl SimulatorHandle {
     }
 }
 
+/// Reads `Limit` (default 20, from 1 to `max`) and `Offset` (a multiple of
+/// `Limit`) as the API checks them.
+fn page_window(request: &Value, max: i64) -> Result<(i64, i64), (String, String)> {
+    let number = |key: &str, default: i64| request.get(key).map_or(Some(default), Value::as_i64);
+    let limit = number("Limit", 20).unwrap_or(-1);
+    let offset = number("Offset", 0).unwrap_or(-1);
+    if !(1..=max).contains(&limit) {
+        let message = format!("Limit must be from 1 to {max}, not {limit}");
+        return Err(api_error("InvalidParameterValue", message));
+    }
+    if offset < 0 || offset % limit != 0 {
+        let message = format!("Offset {offset} is not a multiple of Limit {limit}");
+        return Err(api_error("InvalidParameterValue", message));
+    }
+    Ok((limit, offset))
+}
+
 /// The most moments that fall into any one window.
 pub fn busiest_window(mut moments: Vec<Instant>, window: Duration) -> usize {
     moments.sort();
@@ -847,26 +864,7 @@ impl SimState {
         if let Some(code) = self.injected_error(id) {
             return Err(api_error(&code, "an error switched on in the simulator"));
         }
-        let limit = request
-            .get("Limit")
-            .map_or(Some(20), Value::as_i64)
-            .unwrap_or(-1);
-        let offset = request
-            .get("Offset")
-            .map_or(Some(0), Value::as_i64)
-            .unwrap_or(-1);
-        if !(1..=100).contains(&limit) {
-            return Err(api_error(
-                "InvalidParameterValue",
-                format!("Limit must be from 1 to 100, not {limit}"),
-            ));
-        }
-        if offset < 0 || offset % limit != 0 {
-            return Err(api_error(
-                "InvalidParameterValue",
-                format!("Offset {offset} is not a multiple of Limit {limit}"),
-            ));
-        }
+        let (limit, offset) = page_window(&request, 100)?;
         // The filter the API applies when none is sent: normal backups only.
         let statuses: Vec<i64> = match request.get("Status") {
             Some(Value::Array(codes)) => codes.iter().filter_map(Value::as_i64).collect(),

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::{api_error, ApiResult, SimState};
+use super::{api_error, page_window, ApiResult, SimState};
 
 /// What `DescribeInstances` tells of an instance besides its ID, region and
 /// name. Instances without one are listed as running, in project 0, untagged.
@@ -32,22 +32,7 @@ impl SimState {
     pub(super) fn describe_instances(&self, region: &str, body: &[u8]) -> ApiResult {
         let request: Value = serde_json::from_slice(body)
             .map_err(|_| api_error("InvalidParameter.InvalidParameter", "the body is not JSON"))?;
-        let limit = request
-            .get("Limit")
-            .map_or(Some(20), Value::as_i64)
-            .unwrap_or(-1);
-        let offset = request
-            .get("Offset")
-            .map_or(Some(0), Value::as_i64)
-            .unwrap_or(-1);
-        if !(1..=1000).contains(&limit) {
-            let message = format!("Limit must be from 1 to 1000, not {limit}");
-            return Err(api_error("InvalidParameterValue", message));
-        }
-        if offset < 0 || offset % limit != 0 {
-            let message = format!("Offset {offset} is not a multiple of Limit {limit}");
-            return Err(api_error("InvalidParameterValue", message));
-        }
+        let (limit, offset) = page_window(&request, 1000)?;
         let listings = self
             .listings
             .lock()
