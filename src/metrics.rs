@@ -335,6 +335,7 @@ fn exporter_families(
     }
     families.push(Family::Cycles, vec![], cycles.completed as f64);
     families.push(Family::Instances, vec![], count as f64);
+    families.push(Family::PollInterval, vec![], store.interval().as_secs_f64());
     let reload = store.reload();
     families.push(
         Family::ReloadOk,
@@ -397,10 +398,11 @@ enum Family {
     BudgetDemand,
     DiscoverySuccess,
     DiscoveredInstances,
+    PollInterval,
 }
 
 impl Family {
-    const ALL: [Family; 19] = [
+    const ALL: [Family; 20] = [
         Family::Backups,
         Family::BackupsLocked,
         Family::LastSuccessTimestamp,
@@ -420,6 +422,7 @@ impl Family {
         Family::BudgetDemand,
         Family::DiscoverySuccess,
         Family::DiscoveredInstances,
+        Family::PollInterval,
     ];
 
     fn name(self) -> &'static str {
@@ -455,6 +458,7 @@ impl Family {
             Family::DiscoveredInstances => {
                 "tencentcloud_redis_backup_exporter_discovered_instances"
             }
+            Family::PollInterval => "tencentcloud_redis_backup_exporter_poll_interval_seconds",
         }
     }
 
@@ -502,6 +506,7 @@ impl Family {
             Family::DiscoveredInstances => {
                 "Live instances the last good listing found, before include and exclude patterns."
             }
+            Family::PollInterval => "How often each instance is polled (poll.interval).",
         }
     }
 
