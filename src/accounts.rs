@@ -250,7 +250,8 @@ async fn obtain(account: &Account) -> Result<Obtained, String> {
     match resolved {
         Resolved::Keys(credential, source) => {
             let (name, id) = (&account.name, &credential.secret_id);
-            tracing::info!(account = %name, credentials = %source, secret_id = %id, "credentials in use");
+            let credentials = source.to_string();
+            tracing::info!(account = %name, %credentials, secret_id = %id, "credentials in use");
             Ok(Obtained {
                 credential,
                 renewal: None,

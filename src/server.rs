@@ -228,28 +228,16 @@ async fn reload(state: &WebState, method: &Method) -> Response<Chunks> {
         );
     };
     match reload().await {
-        Ok(summary) => owned_text(StatusCode::OK, format!("{summary}\n")),
-        Err(err) => owned_text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+        Ok(summary) => text(StatusCode::OK, format!("{summary}\n")),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
     }
 }
 
-fn owned_text(status: StatusCode, body: String) -> Response<Chunks> {
-    let mut response = Response::new(Chunks::from(Bytes::from(body)));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Chunks> {
+    let mut response = Response::new(Chunks::from(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Chunks> {
-    let mut response = Response::new(Chunks::from(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let kind = HeaderValue::from_static("text/plain; charset=utf-8");
+    response.headers_mut().insert(CONTENT_TYPE, kind);
     response
 }
 

@@ -395,7 +395,8 @@ mod tests {
         assert_eq!(
             Value::Object(odd),
             json!({"TotalCount": "1", "BackupSet": [
-                {"BackupId": "b1", "Status": "2", "Locked": true, "BackupSize": "5", "BackupType": 1}
+                {"BackupId": "b1", "Status": "2", "Locked": true,
+                 "BackupSize": "5", "BackupType": 1}
             ]})
         );
         let wrong = with_wrong_types(answer);
